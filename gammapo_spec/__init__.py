@@ -1,0 +1,55 @@
+r"""gammapo_spec — the normative NumPy reference of γ-PO and the reward-margin losses around it.
+
+Every backend implements this module's functions with the same names, argument lists, errors and
+state semantics; the conformance suite (``gammapo_conformance``) checks them against it. Everything
+here computes in float64 and depends on NumPy only.
+
+The pieces, one concept per module:
+
+* :mod:`~gammapo_spec.config` — :class:`GammaPOConfig`, validated on construction;
+* :mod:`~gammapo_spec.rewards` — implicit rewards and the reward gap h;
+* :mod:`~gammapo_spec.calibration` — the margin calibration (mirror and exact solvers, KKT residual);
+* :mod:`~gammapo_spec.state` and :mod:`~gammapo_spec.random` — queue-mode state and its portable RNG;
+* :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
+* :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
+* :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
+"""
+
+from .calibration import calibrate_margins, calibration_objective, exact_log_margins, kkt_residual
+from .config import BASE_LOSSES, LOSS_NAMES, GammaPOConfig
+from .errors import ConfigError, GammaPOError, InputError, StateError
+from .gamma_po import LossOutput, gamma_po_loss, loss_metrics, loss_vjp, loss_with_margins
+from .losses import pair_loss_derivative, pair_losses, target_margins
+from .rewards import implicit_rewards, reward_gap
+from .state import QueueState, calibrate_step, init_state
+
+#: The backend name under which :func:`gammapo.get_backend` returns this module.
+name = "numpy"
+
+__all__ = [
+    "BASE_LOSSES",
+    "LOSS_NAMES",
+    "ConfigError",
+    "GammaPOConfig",
+    "GammaPOError",
+    "InputError",
+    "LossOutput",
+    "QueueState",
+    "StateError",
+    "calibrate_margins",
+    "calibrate_step",
+    "calibration_objective",
+    "exact_log_margins",
+    "gamma_po_loss",
+    "implicit_rewards",
+    "init_state",
+    "kkt_residual",
+    "loss_metrics",
+    "loss_vjp",
+    "loss_with_margins",
+    "name",
+    "pair_loss_derivative",
+    "pair_losses",
+    "reward_gap",
+    "target_margins",
+]

@@ -1,0 +1,282 @@
+r"""Margin calibration: from a calibration set of reward gaps to per-pair target margins γ.
+
+The objective (γ-PO, ``ALGORITHMS.md``): over the probability simplex,
+
+.. math::
+
+    \min_{p \in \Delta_M}\; \frac{1}{M}\sum_{i=1}^{M} -\log\sigma(h_i - \gamma_i)
+        \;+\; \tau \sum_{i=1}^{M} p_i \log(M p_i),
+    \qquad \gamma_i = \gamma_0 M p_i ,
+
+so that :math:`\operatorname{mean}(\gamma) = \gamma_0` and :math:`\gamma_i \ge 0`. Pairs with a large gap
+(confident) get a large margin, ambiguous ones a small one; τ pulls p toward uniform
+(τ → ∞ gives γ_i = γ0 everywhere).
+
+The problem is strictly convex. Writing :math:`u_i = \log(M p_i) = \log(\gamma_i/\gamma_0)`, its unique
+minimiser satisfies, for one multiplier :math:`c`,
+
+.. math::
+
+    \tau (1 + u_i) + \gamma_0\, \sigma(\gamma_0 e^{u_i} - h_i) = c \quad\text{for every } i,
+    \qquad \frac{1}{M}\sum_i e^{u_i} = 1 ,
+
+(the KKT conditions; :math:`c = -\lambda`). The left side is strictly increasing in :math:`u_i`, and
+:math:`c \in (\tau, \tau + \gamma_0)`, so two nested monotone root-finds solve it exactly
+(``solver="exact"``).
+
+Two solvers
+-----------
+``"mirror"`` (the default) is the released code's exponentiated-gradient arithmetic, step for step:
+
+.. code-block:: text
+
+    p ← 1/M;  η = min(0.5/τ, 1);  ε = 1e-10
+    repeat K times:
+        γ = γ0 · M · p
+        g_i = τ (1 + log(M (p_i + ε))) + γ0 · σ(γ_i − h_i)
+        p ← p ⊙ exp(−η g) / Σ_j p_j exp(−η g_j)
+    return γ          # the γ computed at the start of the last iteration: K − 1 updates of p
+
+The normalisation is evaluated in the log domain (``log p − η g − logsumexp(log p − η g)``), which is
+the same arithmetic up to rounding but cannot turn into 0/0 when every ``exp(−η g_j)`` underflows.
+
+``"exact"`` returns the true minimiser (KKT residual ≤ 1e-10 in float64, see :func:`kkt_residual`).
+
+How far apart they are: the mirror iterate is K − 1 = 19 steps of a method whose step size is
+η = min(0.5/τ, 1). For τ ≥ 1 (every released recipe) the two agree to about 1e-7 or better in γ;
+for τ ≤ 0.5 (η = 1) the mirror iterate has not converged and the two differ by up to ~1e-2 of γ0 at
+τ = 0.1, more for smaller τ (``tests/spec/test_calibrate_margins.py`` measures both regimes, and
+``python -m gammapo calibrate --solver both`` prints the difference for any set of gaps). The
+default stays ``"mirror"`` because it is what the paper's results were produced with.
+
+Tiny τ: below τ ≈ γ0/700 the minimiser's smallest margins are smaller than float64 can represent
+(:math:`u_i < -745`). The exact solver works in the log domain throughout, so it still solves the
+problem; those γ_i round to exactly 0 (their log-ratios are available from
+:func:`exact_log_margins`, which never underflows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .numerics import logsumexp, sigmoid
+from .validation import check_finite, check_gaps_shape
+
+__all__ = [
+    "MIRROR_EPS",
+    "calibrate_margins",
+    "mirror_margins",
+    "exact_margins",
+    "exact_log_margins",
+    "kkt_residual",
+    "calibration_objective",
+    "check_calibration_args",
+]
+
+#: The ε inside the log of the released mirror-descent gradient.
+MIRROR_EPS = 1e-10
+
+
+def check_calibration_args(gamma0, tau, solver: str = "mirror", iters=20) -> None:
+    """Validate the hyper-parameters of :func:`calibrate_margins` (shared by every backend).
+
+    Raises:
+        ConfigError: naming ``gamma0``, ``tau``, ``solver`` or ``iters``.
+    """
+    from .config import SOLVERS, _check_choice, _check_int, _check_real
+
+    _check_real("gamma0", gamma0, low=0.0)
+    _check_real("tau", tau, low=0.0, low_open=True)
+    _check_choice("solver", solver, SOLVERS)
+    _check_int("iters", iters, low=1)
+
+
+def calibrate_margins(
+    gaps,
+    *,
+    gamma0: float,
+    tau: float,
+    solver: str = "mirror",
+    iters: int = 20,
+    check_values: bool = True,
+) -> np.ndarray:
+    r"""Per-pair target margins γ for a calibration set of reward gaps.
+
+    Solves :math:`\min_{p\in\Delta_M} \frac1M\sum_i -\log\sigma(h_i - \gamma_0 M p_i) + \tau\sum_i p_i\log(M p_i)`
+    and returns :math:`\gamma = \gamma_0 M p` (module docstring: the objective, its KKT conditions
+    and the two solvers). The margins are constants for the policy gradient: no gradient flows
+    through them in any backend.
+
+    Args:
+        gaps: ``[M]`` reward gaps h (M ≥ 1), in reward units (already multiplied by β).
+        gamma0: γ0 ≥ 0, the mean margin.
+        tau: τ > 0, the entropy weight.
+        solver: ``"mirror"`` (released arithmetic, default) or ``"exact"`` (true minimiser).
+        iters: K ≥ 1 mirror iterations (ignored by ``"exact"``); K = 1 returns γ0 everywhere.
+        check_values: raise on non-finite gaps (otherwise NaN propagates to every margin).
+
+    Returns:
+        ``[M]`` float64 margins, each ≥ 0, with mean γ0 (to rounding).
+
+    Raises:
+        ConfigError: ``gamma0 < 0``, ``tau <= 0``, an unknown solver, ``iters < 1`` (field named).
+        InputError: gaps not 1-D, empty, or non-finite (field ``"gaps"``).
+
+    Example:
+        >>> import numpy as np
+        >>> from gammapo_spec import calibrate_margins
+        >>> gamma = calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0)
+        >>> np.round(gamma, 4).tolist(), round(float(gamma.mean()), 12)
+        ([1.2806, 0.9621, 0.7573], 1.0)
+
+    References:
+        Sun et al., *Robust Preference Optimization via Dynamic Target Margins*, ACL 2025 Findings
+        (arXiv:2506.03690).
+    """
+    check_calibration_args(gamma0, tau, solver, iters)
+    h = np.asarray(gaps, dtype=np.float64)
+    check_gaps_shape(h.shape)
+    if check_values:
+        check_finite("gaps", bool(np.all(np.isfinite(h))))
+    if solver == "mirror":
+        return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters)
+    return exact_margins(h, gamma0=gamma0, tau=tau)
+
+
+def mirror_margins(gaps: np.ndarray, *, gamma0: float, tau: float, iters: int = 20) -> np.ndarray:
+    """The released mirror-descent arithmetic (no validation; see :func:`calibrate_margins`)."""
+    h = np.asarray(gaps, dtype=np.float64)
+    m = h.shape[0]
+    eta = min(0.5 / tau, 1.0)
+    log_p = np.full(m, -math.log(m))
+    gamma = np.full(m, float(gamma0))
+    for k in range(iters):
+        p = np.exp(log_p)
+        gamma = gamma0 * m * p
+        if k == iters - 1:
+            break  # the released code updates p once more but returns this γ
+        grad = tau * (1.0 + np.log(m * (p + MIRROR_EPS))) + gamma0 * sigmoid(gamma - h)
+        w = log_p - eta * grad
+        log_p = w - logsumexp(w)
+    return gamma
+
+
+def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
+    r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)`, which never underflow.
+
+    Solves the KKT system of the module docstring: an outer safeguarded Newton iteration on the
+    multiplier :math:`c \in (\tau, \tau + \gamma_0)` for :math:`\operatorname{logsumexp}(u(c)) = \log M`,
+    and for each :math:`c` an inner, vectorised, safeguarded Newton iteration on each
+    :math:`u_i \in ((c-\gamma_0)/\tau - 1,\; c/\tau - 1)`. Both functions are strictly increasing,
+    every Newton step that leaves its bracket is replaced by bisection, so both converge.
+
+    Raises ``ValueError`` if ``gamma0 == 0`` (then γ ≡ 0 and log-ratios are undefined).
+    """
+    h = np.asarray(gaps, dtype=np.float64)
+    if gamma0 <= 0:
+        raise ValueError("log-ratios need gamma0 > 0")
+    m = h.shape[0]
+    log_m = math.log(m)
+    # A cap on u that keeps exp(u) finite yet preserves the sign of the outer function: any u_i above
+    # log(M) + 1 already makes the mean of exp(u) exceed 1.
+    u_cap = log_m + 1.0
+
+    def inner(c: float, u_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.full(m, (c - gamma0) / tau - 1.0)
+        hi = np.full(m, min(c / tau - 1.0, u_cap))
+        lo = np.minimum(lo, hi)
+        u = np.clip(u_start, lo, hi)
+        width = hi - lo
+        for _ in range(300):
+            gamma = gamma0 * np.exp(u)
+            s = sigmoid(gamma - h)
+            g = tau * (1.0 + u) + gamma0 * s - c
+            dg = tau + gamma0 * gamma * s * (1.0 - s)
+            hi = np.where(g > 0, u, hi)
+            lo = np.where(g <= 0, u, lo)
+            newton = u - g / dg
+            # Newton where it stays inside the bracket and the bracket keeps halving; else bisect.
+            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
+            width = np.where(use_newton, width, hi - lo)
+            u_new = np.where(use_newton, newton, 0.5 * (lo + hi))
+            tol = 1e-15 * (1.0 + np.abs(u))
+            done = np.all((np.abs(u_new - u) <= tol) | (hi - lo <= tol))
+            u = u_new
+            if done:
+                break
+        gamma = gamma0 * np.exp(u)
+        s = sigmoid(gamma - h)
+        dg = tau + gamma0 * gamma * s * (1.0 - s)
+        return u, dg
+
+    c_lo, c_hi = float(tau), float(tau + gamma0)
+    c = 0.5 * (c_lo + c_hi)
+    width = c_hi - c_lo
+    u = np.zeros(m)
+    for _ in range(300):
+        u, dg = inner(c, u)
+        lse = logsumexp(u)
+        f = lse - log_m
+        if f > 0:
+            c_hi = c
+        else:
+            c_lo = c
+        if f == 0.0 or c_hi - c_lo <= 4 * np.spacing(c):
+            break
+        df = float(np.sum(np.exp(u - lse) / dg))
+        c_new = c - f / df if df > 0 else c_lo
+        # Newton while it stays inside the bracket and the bracket keeps halving; else bisect.
+        if not (c_lo < c_new < c_hi) or c_hi - c_lo > 0.5 * width:
+            c_new = 0.5 * (c_lo + c_hi)
+            width = c_hi - c_lo
+        if c_new == c:
+            break
+        c = c_new
+    return u
+
+
+def exact_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
+    """The exact minimiser γ = γ0 · exp(u) (no validation; see :func:`calibrate_margins`)."""
+    h = np.asarray(gaps, dtype=np.float64)
+    if gamma0 == 0:
+        return np.zeros(h.shape[0])
+    return gamma0 * np.exp(exact_log_margins(h, gamma0=gamma0, tau=tau))
+
+
+def kkt_residual(gaps, margins=None, *, gamma0: float, tau: float, log_ratios=None) -> float:
+    r"""How far ``margins`` are from satisfying the KKT conditions of the calibration problem.
+
+    With :math:`u_i = \log(\gamma_i/\gamma_0)` and
+    :math:`s_i = \tau(1 + u_i) + \gamma_0\sigma(\gamma_i - h_i)` (which the minimiser makes equal for
+    every i), returns
+
+    .. math:: \max\Big(\max_i |s_i - \bar s|,\; \big|\tfrac{1}{M}\textstyle\sum_i e^{u_i} - 1\big|\Big),
+
+    with :math:`\bar s` the mean of s. Give either ``margins`` (γ, all > 0) or ``log_ratios`` (u).
+    """
+    h = np.asarray(gaps, dtype=np.float64)
+    if log_ratios is None:
+        u = np.log(np.asarray(margins, dtype=np.float64) / gamma0)
+    else:
+        u = np.asarray(log_ratios, dtype=np.float64)
+    s = tau * (1.0 + u) + gamma0 * sigmoid(gamma0 * np.exp(u) - h)
+    stationarity = float(np.max(np.abs(s - np.mean(s))))
+    feasibility = abs(math.exp(logsumexp(u) - math.log(h.shape[0])) - 1.0)
+    return max(stationarity, feasibility)
+
+
+def calibration_objective(gaps, margins, *, gamma0: float, tau: float) -> float:
+    r"""The calibration objective at γ: :math:`\frac1M\sum_i \operatorname{softplus}(\gamma_i - h_i) + \tau\sum_i p_i\log(M p_i)`."""
+    from .numerics import softplus
+
+    h = np.asarray(gaps, dtype=np.float64)
+    gamma = np.asarray(margins, dtype=np.float64)
+    m = h.shape[0]
+    if gamma0 == 0:
+        return float(np.mean(softplus(-h)))
+    p = gamma / (gamma0 * m)
+    entropy = float(np.sum(np.where(p > 0, p * np.log(np.where(p > 0, m * p, 1.0)), 0.0)))
+    return float(np.mean(softplus(gamma - h))) + tau * entropy

@@ -1,0 +1,235 @@
+"""One validated configuration type for every loss and calibration mode.
+
+A :class:`GammaPOConfig` is immutable and checked when it is built: every bad value raises
+:class:`~gammapo_spec.errors.ConfigError` whose ``field`` names the offending field, so a typo in a
+sweep fails at start-up rather than after an hour of training.
+
+Loss names
+----------
+The base losses are ``dpo``, ``ipo``, ``hinge``, ``robust``, ``simpo`` and ``rdpo``. Prefixing a name
+with ``gamma-`` switches on γ-PO's dynamic per-pair margins for it (``gamma-simpo``, ``gamma-dpo``,
+…); without the prefix the loss uses its constant base margin and needs no calibration.
+
+Hyper-parameters and their units
+--------------------------------
+γ0 is expressed in the units of the reward gap ``h`` (that is, already multiplied by β), exactly as the
+released code computes it: ``gamma0 = beta * gamma_beta_ratio``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "BASE_LOSSES",
+    "LOSS_NAMES",
+    "REFERENCE_FREE_LOSSES",
+    "SMOOTHED_LOSSES",
+    "SOLVERS",
+    "CALIBRATION_MODES",
+    "GammaPOConfig",
+]
+
+#: The base losses γ-PO plugs into.
+BASE_LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "robust", "simpo", "rdpo")
+#: Every accepted value of ``GammaPOConfig.loss``: each base loss, plain and with ``gamma-``.
+LOSS_NAMES: tuple[str, ...] = BASE_LOSSES + tuple(f"gamma-{name}" for name in BASE_LOSSES)
+#: Losses whose implicit rewards need no reference model (length-normalised log-probs).
+REFERENCE_FREE_LOSSES: frozenset[str] = frozenset({"simpo"})
+#: Losses that accept ``label_smoothing`` (the cDPO form; for ``robust`` it is the flip rate ε).
+SMOOTHED_LOSSES: frozenset[str] = frozenset({"dpo", "simpo", "rdpo", "robust"})
+#: Calibration solvers: the released mirror-descent arithmetic, or the exact minimiser.
+SOLVERS: tuple[str, ...] = ("mirror", "exact")
+#: Where the calibration set comes from.
+CALIBRATION_MODES: tuple[str, ...] = ("batch", "queue")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class GammaPOConfig:
+    """Hyper-parameters of a γ-PO loss, validated on construction.
+
+    The defaults are the released Llama-3-8B-Instruct recipe (``gamma-simpo``, β = 10,
+    γ0/β = 0.4, τ = 10, queue calibration with capacity 2048 and 256 gaps per calibration).
+
+    Args:
+        loss: one of :data:`LOSS_NAMES`. ``gamma-`` switches on dynamic per-pair margins.
+        beta: β > 0, the scale of the implicit rewards.
+        gamma_beta_ratio: γ0/β ≥ 0. The base target margin γ0 = β · ratio is the SimPO margin and
+            the mean of the calibrated margins.
+        tau: τ > 0, the entropy weight of the calibration (τ → ∞ gives γ_i = γ0 for every pair).
+        solver: ``"mirror"`` (the released arithmetic, the default) or ``"exact"`` (the true
+            minimiser); see :func:`gammapo_spec.calibrate_margins`.
+        iters: K ≥ 1, mirror-descent iterations (the released code uses 20).
+        calibration: ``"queue"`` (the paper's Algorithm 2: current gaps plus a sample of recent
+            ones) or ``"batch"`` (the current batch only; needs no state).
+        queue_size: capacity of the queue of recent gaps (≥ 1).
+        sample_size: size of the calibration set in queue mode (≥ 1): each step calibrates on
+            ``min(stored, max(sample_size - n, 0))`` sampled gaps plus the current ``n``.
+        queue_warmup: number of standard-normal draws the queue starts with (0 ≤ warm-up ≤
+            queue_size); the released code seeds its queue with 8.
+        label_smoothing: 0 ≤ ε < 0.5. For ``dpo``, ``simpo`` and ``rdpo`` the conservative (cDPO)
+            smoothing; for ``robust`` the assumed flip rate. Other losses reject a non-zero value.
+        sft_weight: weight ≥ 0 of SimPO's optional NLL term on the chosen response (``simpo`` only).
+        rdpo_alpha: α of R-DPO's length margin ``α (len_w − len_l)`` (``rdpo`` only).
+        check_values: check inputs for non-finite values and non-positive lengths (the shape checks
+            always run). Backends that can only check values with a host synchronisation say so.
+
+    Raises:
+        ConfigError: for any value outside its domain; ``error.field`` names the field.
+
+    Example:
+        >>> from gammapo_spec import GammaPOConfig
+        >>> cfg = GammaPOConfig(loss="gamma-dpo", beta=0.1, gamma_beta_ratio=5.0, tau=10.0)
+        >>> cfg.base_loss, cfg.dynamic_margins, round(cfg.gamma0, 12)
+        ('dpo', True, 0.5)
+        >>> GammaPOConfig(beta=0.0)
+        Traceback (most recent call last):
+        ...
+        gammapo_spec.errors.ConfigError: beta must be a finite number > 0, got 0.0
+    """
+
+    loss: str = "gamma-simpo"
+    beta: float = 10.0
+    gamma_beta_ratio: float = 0.4
+    tau: float = 10.0
+    solver: str = "mirror"
+    iters: int = 20
+    calibration: str = "queue"
+    queue_size: int = 2048
+    sample_size: int = 256
+    queue_warmup: int = 8
+    label_smoothing: float = 0.0
+    sft_weight: float = 0.0
+    rdpo_alpha: float = 0.0
+    check_values: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", self.loss, LOSS_NAMES)
+        _check_real("beta", self.beta, low=0.0, low_open=True)
+        _check_real("gamma_beta_ratio", self.gamma_beta_ratio, low=0.0)
+        _check_real("tau", self.tau, low=0.0, low_open=True)
+        _check_choice("solver", self.solver, SOLVERS)
+        _check_int("iters", self.iters, low=1)
+        _check_choice("calibration", self.calibration, CALIBRATION_MODES)
+        _check_int("queue_size", self.queue_size, low=1)
+        _check_int("sample_size", self.sample_size, low=1)
+        _check_int("queue_warmup", self.queue_warmup, low=0)
+        if self.queue_warmup > self.queue_size:
+            raise ConfigError(
+                f"queue_warmup must be <= queue_size ({self.queue_size}), got {self.queue_warmup}",
+                field="queue_warmup",
+            )
+        _check_real("label_smoothing", self.label_smoothing, low=0.0, high=0.5)
+        if self.label_smoothing > 0 and self.base_loss not in SMOOTHED_LOSSES:
+            raise ConfigError(
+                f"label_smoothing applies to {sorted(SMOOTHED_LOSSES)}, not to {self.base_loss!r}; "
+                f"got {self.label_smoothing}",
+                field="label_smoothing",
+            )
+        _check_real("sft_weight", self.sft_weight, low=0.0)
+        if self.sft_weight > 0 and self.base_loss != "simpo":
+            raise ConfigError(
+                f"sft_weight applies to 'simpo' only, not to {self.base_loss!r}; got {self.sft_weight}",
+                field="sft_weight",
+            )
+        _check_real("rdpo_alpha", self.rdpo_alpha)
+        if self.rdpo_alpha != 0 and self.base_loss != "rdpo":
+            raise ConfigError(
+                f"rdpo_alpha applies to 'rdpo' only, not to {self.base_loss!r}; got {self.rdpo_alpha}",
+                field="rdpo_alpha",
+            )
+        if not isinstance(self.check_values, bool):
+            raise ConfigError(
+                f"check_values must be a bool, got {self.check_values!r}", field="check_values"
+            )
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def base_loss(self) -> str:
+        """The loss without its ``gamma-`` prefix."""
+        return self.loss.removeprefix("gamma-")
+
+    @property
+    def dynamic_margins(self) -> bool:
+        """Whether γ-PO's calibrated per-pair margins are on (the ``gamma-`` prefix)."""
+        return self.loss.startswith("gamma-")
+
+    @property
+    def gamma0(self) -> float:
+        """γ0 = β · gamma_beta_ratio: the base margin in reward-gap units and the mean of γ."""
+        return self.beta * self.gamma_beta_ratio
+
+    @property
+    def reference_free(self) -> bool:
+        """Whether the implicit rewards are length-normalised and reference-free (SimPO)."""
+        return self.base_loss in REFERENCE_FREE_LOSSES
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the loss carries calibration state between steps (dynamic margins, queue mode)."""
+        return self.dynamic_margins and self.calibration == "queue"
+
+    def replace(self, **changes: Any) -> "GammaPOConfig":
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GammaPOConfig":
+        """Build a config from :meth:`to_dict`'s output; unknown keys raise ``ConfigError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {unknown}; known fields are {sorted(known)}",
+                field=unknown[0],
+            )
+        return cls(**data)
+
+
+def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{field} must be one of {list(choices)}, got {value!r}", field=field)
+
+
+def _check_int(field: str, value: Any, *, low: int) -> None:
+    if not _is_int(value) or value < low:
+        raise ConfigError(f"{field} must be an integer >= {low}, got {value!r}", field=field)
+
+
+def _check_real(
+    field: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    ok = _is_real(value) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high
+    if not ok:
+        if low is None and high is None:
+            domain = "a finite number"
+        elif high is None:
+            domain = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            domain = f"a number in [{low:g}, {high:g})"
+        raise ConfigError(f"{field} must be {domain}, got {value!r}", field=field)

@@ -1,0 +1,133 @@
+r"""The base losses γ-PO plugs into, as functions of the pair's *margin-adjusted gap*.
+
+Every loss here depends on a pair only through :math:`z = h - m`: the reward gap h minus the pair's
+target margin m. That is what makes γ-PO plug-and-play: the per-pair margin is
+
+.. math:: m_i = m^\text{base}_i + (\gamma_i - \gamma_0)
+
+with :math:`\gamma_i` from calibration (a constant for the gradient) and the base margin of the loss:
+γ0 for SimPO (so γ-SimPO uses :math:`m_i = \gamma_i`), :math:`\alpha(|y_w| - |y_l|)` for R-DPO, 0 for the
+others. The shift :math:`\gamma_i - \gamma_0` has mean zero, so each loss keeps its base margin on
+average. Without the ``gamma-`` prefix, :math:`m_i = m^\text{base}_i`.
+
+Per-pair losses :math:`\ell(z)` (the batch loss is their mean), with ε = ``label_smoothing``:
+
+========  ===========================================================================================
+dpo       :math:`(1-\varepsilon)\,\operatorname{softplus}(-z) + \varepsilon\,\operatorname{softplus}(z)`
+simpo     same as dpo, plus :math:`w_\text{sft}\cdot(-c/|y_w|)` (SimPO's optional NLL term)
+rdpo      same as dpo (R-DPO is DPO with the length margin)
+robust    :math:`\big((1-\varepsilon)\operatorname{softplus}(-z) - \varepsilon\operatorname{softplus}(z)\big)/(1-2\varepsilon)`
+hinge     :math:`\max(0,\; 1 - z)`
+ipo       :math:`\big((z - \tfrac12)/\beta\big)^2`
+========  ===========================================================================================
+
+Decisions (the forms ``ALGORITHMS.md`` flags):
+
+* **Label smoothing** uses the conservative-DPO form :math:`-\varepsilon\log\sigma(-(h - m))`: the binary
+  cross-entropy of *one* Bradley–Terry-with-margin model, :math:`P(y_w \succ y_l) = \sigma(h - m)`, against a
+  soft label 1 − ε. It is what cDPO, SimPO's own code and TRL's CPOTrainer compute, and it is minimised
+  at a finite z (where σ(z) = 1 − ε). The alternative, the γ-PO repository's copy of the SimPO trainer,
+  smooths with :math:`-\varepsilon\log\sigma(-h - m)` ("symmetric margin": the flipped pair must also clear
+  the margin). The two coincide when m = 0 and differ whenever a margin is present; gammapo does not
+  offer the symmetric form.
+* **IPO** is Azar et al.'s :math:`(\Delta - 1/(2\beta))^2` with Δ the *unscaled, summed* log-ratio
+  difference (:math:`\Delta = h/\beta`), which is :math:`((z - 1/2)/\beta)^2` with z = h − m. The alternatives:
+  newer TRL length-normalises Δ (average instead of summed log-probs), and the γ-PO trainer writes
+  :math:`(\Delta - 1/(2\,\text{gamma\_beta\_ratio}))^2`, putting the margin ratio where IPO's regulariser
+  belongs. A user who wants length-normalised IPO passes length-averaged log-probs.
+* **Hinge** uses the subgradient 0 at z = 1 (as ``relu`` does in every framework).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import GammaPOConfig
+from .numerics import sigmoid, softplus
+
+__all__ = ["base_margins", "target_margins", "pair_losses", "pair_loss_derivative"]
+
+
+def base_margins(config: GammaPOConfig, n: int, chosen_lengths=None, rejected_lengths=None) -> np.ndarray:
+    r"""The loss's own target margin per pair: γ0 (SimPO), :math:`\alpha(|y_w| - |y_l|)` (R-DPO), else 0."""
+    if config.base_loss == "simpo":
+        return np.full(n, config.gamma0)
+    if config.base_loss == "rdpo":
+        lw = np.asarray(chosen_lengths, dtype=np.float64)
+        ll = np.asarray(rejected_lengths, dtype=np.float64)
+        return config.rdpo_alpha * (lw - ll)
+    return np.zeros(n)
+
+
+def target_margins(
+    config: GammaPOConfig, n: int, *, gamma=None, chosen_lengths=None, rejected_lengths=None
+) -> np.ndarray:
+    r"""The per-pair target margins :math:`m_i = m^\text{base}_i + (\gamma_i - \gamma_0)`.
+
+    Args:
+        config: the loss configuration.
+        n: the number of pairs N.
+        gamma: ``[N]`` calibrated margins; required with the ``gamma-`` prefix, ignored without it.
+        chosen_lengths, rejected_lengths: ``[N]`` lengths (R-DPO only).
+
+    Returns:
+        ``[N]`` float64 target margins.
+
+    Example:
+        >>> from gammapo_spec import GammaPOConfig, target_margins
+        >>> target_margins(GammaPOConfig(loss="gamma-dpo", beta=1.0, gamma_beta_ratio=1.0), 2, gamma=[0.5, 1.5])
+        array([-0.5,  0.5])
+    """
+    m = base_margins(config, n, chosen_lengths, rejected_lengths)
+    if config.dynamic_margins:
+        if gamma is None:
+            raise ValueError(f"loss {config.loss!r} needs the calibrated gamma")
+        m = m + (np.asarray(gamma, dtype=np.float64) - config.gamma0)
+    return m
+
+
+def pair_losses(config: GammaPOConfig, z) -> np.ndarray:
+    r"""The per-pair loss :math:`\ell(z)` of ``config.base_loss`` at z = h − m (table above; no SFT term).
+
+    Example:
+        >>> import numpy as np
+        >>> from gammapo_spec import GammaPOConfig, pair_losses
+        >>> float(pair_losses(GammaPOConfig(loss="dpo", beta=0.1), np.array([0.0]))[0]) == float(np.log(2))
+        True
+    """
+    z = np.asarray(z, dtype=np.float64)
+    eps = config.label_smoothing
+    name = config.base_loss
+    if name in ("dpo", "simpo", "rdpo"):
+        return (1.0 - eps) * softplus(-z) + eps * softplus(z)
+    if name == "robust":
+        return ((1.0 - eps) * softplus(-z) - eps * softplus(z)) / (1.0 - 2.0 * eps)
+    if name == "hinge":
+        return np.maximum(0.0, 1.0 - z)
+    if name == "ipo":
+        return ((z - 0.5) / config.beta) ** 2
+    raise AssertionError(name)  # unreachable: the config validated the name
+
+
+def pair_loss_derivative(config: GammaPOConfig, z) -> np.ndarray:
+    r""":math:`d\ell/dz` of :func:`pair_losses`, written out.
+
+    ========  ==============================================================
+    dpo …     :math:`-(1-\varepsilon)\,\sigma(-z) + \varepsilon\,\sigma(z)`
+    robust    :math:`-\big((1-\varepsilon)\sigma(-z) + \varepsilon\sigma(z)\big)/(1-2\varepsilon)`
+    hinge     :math:`-1` if z < 1, else 0
+    ipo       :math:`2(z - \tfrac12)/\beta^2`
+    ========  ==============================================================
+    """
+    z = np.asarray(z, dtype=np.float64)
+    eps = config.label_smoothing
+    name = config.base_loss
+    if name in ("dpo", "simpo", "rdpo"):
+        return -(1.0 - eps) * sigmoid(-z) + eps * sigmoid(z)
+    if name == "robust":
+        return -((1.0 - eps) * sigmoid(-z) + eps * sigmoid(z)) / (1.0 - 2.0 * eps)
+    if name == "hinge":
+        return np.where(z < 1.0, -1.0, 0.0)
+    if name == "ipo":
+        return 2.0 * (z - 0.5) / config.beta**2
+    raise AssertionError(name)
