@@ -12,12 +12,14 @@ The pieces, one concept per module:
 * :mod:`~gammapo_spec.state` and :mod:`~gammapo_spec.random` — queue-mode state and its portable RNG;
 * :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
 * :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
+* :mod:`~gammapo_spec.interop` — moving arrays and state in and out, loss with gradient;
 * :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
 """
 
 from .calibration import calibrate_margins, calibration_objective, exact_log_margins, kkt_residual
 from .config import BASE_LOSSES, LOSS_NAMES, GammaPOConfig
 from .errors import ConfigError, GammaPOError, InputError, StateError
+from .interop import asarray, gamma_po_loss_and_grad, state_from_dict, state_to_dict, to_numpy
 from .gamma_po import LossOutput, gamma_po_loss, loss_metrics, loss_vjp, loss_with_margins
 from .losses import pair_loss_derivative, pair_losses, target_margins
 from .rewards import implicit_rewards, reward_gap
@@ -36,11 +38,13 @@ __all__ = [
     "LossOutput",
     "QueueState",
     "StateError",
+    "asarray",
     "calibrate_margins",
     "calibrate_step",
     "calibration_objective",
     "exact_log_margins",
     "gamma_po_loss",
+    "gamma_po_loss_and_grad",
     "implicit_rewards",
     "init_state",
     "kkt_residual",
@@ -51,5 +55,8 @@ __all__ = [
     "pair_loss_derivative",
     "pair_losses",
     "reward_gap",
+    "state_from_dict",
+    "state_to_dict",
     "target_margins",
+    "to_numpy",
 ]

@@ -1,0 +1,1 @@
+"""The JAX backend of gammapo (work in progress: see issue 4)."""

@@ -1,0 +1,1 @@
+"""The PyTorch backend of gammapo (work in progress: see issue 3)."""

@@ -1,0 +1,1 @@
+"""gammapo_conformance — the Hypothesis-driven conformance suite (work in progress: see issue 5)."""
