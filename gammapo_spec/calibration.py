@@ -42,12 +42,19 @@ the same arithmetic up to rounding but cannot turn into 0/0 when every ``exp(−
 
 ``"exact"`` returns the true minimiser (KKT residual ≤ 1e-10 in float64, see :func:`kkt_residual`).
 
-How far apart they are: the mirror iterate is K − 1 = 19 steps of a method whose step size is
-η = min(0.5/τ, 1). For τ ≥ 1 (every released recipe) the two agree to about 1e-7 or better in γ;
-for τ ≤ 0.5 (η = 1) the mirror iterate has not converged and the two differ by up to ~1e-2 of γ0 at
-τ = 0.1, more for smaller τ (``tests/spec/test_calibrate_margins.py`` measures both regimes, and
-``python -m gammapo calibrate --solver both`` prints the difference for any set of gaps). The
-default stays ``"mirror"`` because it is what the paper's results were produced with.
+How far apart they are (measured by ``python -m benchmarks.solver_agreement``, whose table is in
+``benchmarks/results/solver_agreement.md``): the mirror iterate is K − 1 = 19 steps with a fixed step
+η = min(0.5/τ, 1), and the curvature its step has to match grows like γ0²/τ. Empirically, with
+:math:`\kappa = \gamma_0^2/(8\tau)`:
+
+* τ ≥ 0.5 and κ ≤ 0.4: the two agree to ≤ 2e-6 · γ0 for Gaussian gaps of any scale (0.3 to 100).
+  Every released recipe is in this regime (κ = 0.2 Llama-3, 0.16 Gemma-2, 0.002 Mistral, 0.375 Qwen-2.5);
+* κ ≈ 0.5 – 1.3 (e.g. γ0 = 4–5 at τ = 3, or γ0 = τ = 10): 1e-3 to ~0.4 · γ0;
+* κ > 1.5 or τ < 0.5 (η capped at 1, so the entropy step ητ = τ is small): the iterate is far from
+  converged, often by more than γ0 itself.
+
+The default stays ``"mirror"`` because it is what the paper's results were produced with; choose
+``"exact"`` outside the first regime.
 
 Tiny τ: below τ ≈ γ0/700 the minimiser's smallest margins are smaller than float64 can represent
 (:math:`u_i < -745`). The exact solver works in the log domain throughout, so it still solves the

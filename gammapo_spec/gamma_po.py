@@ -64,7 +64,13 @@ class LossOutput:
 def loss_metrics(chosen_rewards, rejected_rewards, margins) -> dict[str, float]:
     """Scalars to log: ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins``
     (TRL's names and meanings: means over the batch; accuracy counts h > 0) and ``margins/mean``,
-    ``margins/std`` (population), ``margins/min``, ``margins/max`` of the target margins."""
+    ``margins/std`` (population), ``margins/min``, ``margins/max`` of the target margins.
+
+    Example:
+        >>> m = loss_metrics([1.0, -1.0], [0.0, 0.0], [0.5, 1.5])
+        >>> m["rewards/accuracies"], m["margins/mean"], m["margins/std"]
+        (0.5, 1.0, 0.5)
+    """
     cw = np.asarray(chosen_rewards, dtype=np.float64)
     rl = np.asarray(rejected_rewards, dtype=np.float64)
     m = np.asarray(margins, dtype=np.float64)
