@@ -12,6 +12,7 @@ The pieces, one concept per module:
 * :mod:`~gammapo_spec.state` and :mod:`~gammapo_spec.random` — queue-mode state and its portable RNG;
 * :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
 * :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
+* :mod:`~gammapo_spec.dtype_policy` — which precision backends compute in;
 * :mod:`~gammapo_spec.interop` — moving arrays and state in and out, loss with gradient;
 * :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
 """
