@@ -1,0 +1,237 @@
+r"""Margin calibration on JAX arrays: the mirror and exact solvers as ``lax`` loops.
+
+The problem (:mod:`gammapo_spec.calibration`): over the simplex,
+
+.. math::
+
+    \min_{p \in \Delta_M}\; \frac{1}{M}\sum_{i} -\log\sigma(h_i - \gamma_i) + \tau \sum_i p_i \log(M p_i),
+    \qquad \gamma_i = \gamma_0 M p_i .
+
+Both solvers work on a calibration set with a *validity mask*: a fixed-size array whose entries
+with ``valid == False`` take no part (they get γ = 0 and do not count in M). That is how queue
+mode keeps static shapes although the number of sampled gaps S changes from step to step (the
+queue fills up): the candidate set has a fixed size and the first S candidates are valid.
+
+* ``"mirror"`` — the released exponentiated-gradient arithmetic, K − 1 updates of p in a
+  ``lax.fori_loop`` (K static), in the log domain:
+
+  .. math::
+
+      g_i = \tau\big(1 + \log(M (p_i + \varepsilon))\big) + \gamma_0 \sigma(\gamma_i - h_i),\quad
+      \log p \leftarrow w - \operatorname{logsumexp}(w),\; w = \log p - \eta g,\;
+      \eta = \min(0.5/\tau, 1).
+
+* ``"exact"`` — the KKT system :math:`\tau(1 + u_i) + \gamma_0\sigma(\gamma_0 e^{u_i} - h_i) = c`,
+  :math:`\frac1M\sum_i e^{u_i} = 1` solved as the reference does (outer safeguarded Newton on c,
+  inner vectorised safeguarded Newton on u), each a ``lax.while_loop`` that stops on the
+  reference's convergence tests (capped at 300 iterations, as the reference). In float32 the
+  tolerances scale with float32's epsilon.
+
+Everything here is ``stop_gradient``-ed by the callers: margins are constants for the policy
+gradient, so the loops are never differentiated.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+from gammapo_spec.validation import check_finite, check_gaps_shape
+
+from ._dtypes import compute_dtype, concrete_all, to_jax
+
+__all__ = ["calibrate_margins", "solve", "mirror_log_p", "exact_log_margins", "kkt_residual"]
+
+#: Iteration caps of the exact solver's loops (the reference's caps).
+EXACT_MAX_OUTER = 300
+EXACT_MAX_INNER = 300
+
+
+def _sigmoid(z):
+    return jax.nn.sigmoid(z)
+
+
+def _masked_logsumexp(x, valid):
+    return jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf))
+
+
+def mirror_log_p(h, valid, count, *, gamma0: float, tau: float, iters: int):
+    r"""log p after K − 1 mirror-descent updates (invalid entries stay at log p = −∞).
+
+    Args:
+        h: ``[L]`` gaps (floating, any finite values in invalid entries).
+        valid: ``[L]`` bool mask.
+        count: M, the number of valid entries (a scalar array of h's dtype).
+        gamma0, tau, iters: the static hyper-parameters.
+    """
+    eta = min(0.5 / tau, 1.0)
+    log_p0 = jnp.where(valid, -jnp.log(count), -jnp.inf).astype(h.dtype)
+
+    def update(_, log_p):
+        p = jnp.exp(log_p)
+        gamma = gamma0 * count * p
+        grad = tau * (1.0 + jnp.log(count * (p + MIRROR_EPS))) + gamma0 * _sigmoid(gamma - h)
+        w = log_p - eta * grad
+        return w - _masked_logsumexp(w, valid)
+
+    return lax.fori_loop(0, iters - 1, update, log_p0)
+
+
+def _spacing(x):
+    return jnp.nextafter(x, jnp.asarray(jnp.inf, x.dtype)) - x
+
+
+def exact_log_margins(h, valid, count, *, gamma0: float, tau: float):
+    r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` (γ0 > 0), masked.
+
+    A line-by-line port of :func:`gammapo_spec.exact_log_margins` to ``lax.while_loop``:
+    bracket :math:`c \in (\tau, \tau + \gamma_0)`; for each c the inner Newton/bisection finds
+    :math:`u(c)` entrywise in :math:`((c - \gamma_0)/\tau - 1,\; \min(c/\tau - 1, \log M + 1))`;
+    the outer Newton/bisection drives :math:`\operatorname{logsumexp}(u) - \log M` to zero.
+    Entries with ``valid == False`` are ignored (their u is meaningless).
+    """
+    dtype = h.dtype
+    rel_tol = max(1e-15, 4.0 * float(jnp.finfo(dtype).eps))
+    log_m = jnp.log(count)
+    u_cap = log_m + 1.0
+
+    def inner(c, u_start):
+        hi0 = jnp.minimum(c / tau - 1.0, u_cap)
+        lo0 = jnp.minimum((c - gamma0) / tau - 1.0, hi0)
+        lo = jnp.full_like(h, lo0)
+        hi = jnp.full_like(h, hi0)
+        u = jnp.clip(u_start, lo, hi)
+
+        def cond(s):
+            it, _, _, _, _, done = s
+            return (~done) & (it < EXACT_MAX_INNER)
+
+        def body(s):
+            it, u, lo, hi, width, _ = s
+            gamma = gamma0 * jnp.exp(u)
+            sg = _sigmoid(gamma - h)
+            g = tau * (1.0 + u) + gamma0 * sg - c
+            dg = tau + gamma0 * gamma * sg * (1.0 - sg)
+            hi = jnp.where(g > 0, u, hi)
+            lo = jnp.where(g <= 0, u, lo)
+            newton = u - g / dg
+            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
+            width = jnp.where(use_newton, width, hi - lo)
+            u_new = jnp.where(use_newton, newton, 0.5 * (lo + hi))
+            tol = rel_tol * (1.0 + jnp.abs(u))
+            done = jnp.all((jnp.abs(u_new - u) <= tol) | (hi - lo <= tol) | ~valid)
+            return it + 1, u_new, lo, hi, width, done
+
+        init = (jnp.int32(0), u, lo, hi, hi - lo, jnp.bool_(False))
+        _, u, _, _, _, _ = lax.while_loop(cond, body, init)
+        gamma = gamma0 * jnp.exp(u)
+        sg = _sigmoid(gamma - h)
+        return u, tau + gamma0 * gamma * sg * (1.0 - sg)
+
+    def cond(s):
+        it, _, _, _, _, _, stop = s
+        return (~stop) & (it < EXACT_MAX_OUTER)
+
+    def body(s):
+        it, c, c_lo, c_hi, width, u, _ = s
+        u, dg = inner(c, u)
+        lse = _masked_logsumexp(u, valid)
+        f = lse - log_m
+        c_hi = jnp.where(f > 0, c, c_hi)
+        c_lo = jnp.where(f > 0, c_lo, c)
+        converged = (f == 0) | (c_hi - c_lo <= 4.0 * _spacing(c))
+        df = jnp.sum(jnp.where(valid, jnp.exp(u - lse) / dg, 0.0))
+        c_new = jnp.where(df > 0, c - f / jnp.where(df > 0, df, 1.0), c_lo)
+        bisect = ~((c_lo < c_new) & (c_new < c_hi)) | (c_hi - c_lo > 0.5 * width)
+        width = jnp.where(bisect, c_hi - c_lo, width)
+        c_new = jnp.where(bisect, 0.5 * (c_lo + c_hi), c_new)
+        stop = converged | (c_new == c)
+        return it + 1, jnp.where(stop, c, c_new), c_lo, c_hi, width, u, stop
+
+    c_lo = jnp.asarray(tau, dtype)
+    c_hi = jnp.asarray(tau + gamma0, dtype)
+    init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, jnp.zeros_like(h), jnp.bool_(False))
+    return lax.while_loop(cond, body, init)[5]
+
+
+@functools.partial(jax.jit, static_argnames=("gamma0", "tau", "solver", "iters"))
+def solve(h, valid, *, gamma0: float, tau: float, solver: str, iters: int):
+    r"""Margins γ of the valid entries of ``h`` (0 elsewhere), no validation, no gradient.
+
+    Args:
+        h: ``[L]`` floating gaps; ``valid``: ``[L]`` bool mask (at least one True).
+
+    Returns:
+        ``[L]`` margins in h's dtype: the calibration of the valid entries (M = their number).
+    """
+    h = lax.stop_gradient(h)
+    h = jnp.where(valid, h, jnp.zeros_like(h))  # keep invalid entries finite
+    count = jnp.sum(valid).astype(h.dtype)
+    if gamma0 == 0:
+        return jnp.zeros_like(h)
+    if solver == "mirror":
+        log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters)
+        gamma = gamma0 * count * jnp.exp(log_p)
+    else:
+        u = exact_log_margins(h, valid, count, gamma0=gamma0, tau=tau)
+        gamma = gamma0 * jnp.exp(u)
+    return jnp.where(valid, gamma, jnp.zeros_like(gamma))
+
+
+def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror", iters: int = 20,
+                      check_values: bool = True):
+    r"""Per-pair target margins γ for a calibration set of reward gaps (JAX; see the spec).
+
+    Solves :math:`\min_{p\in\Delta_M} \frac1M\sum_i -\log\sigma(h_i - \gamma_0 M p_i) + \tau\sum_i p_i\log(M p_i)`
+    and returns :math:`\gamma = \gamma_0 M p` (:func:`gammapo_spec.calibrate_margins`). The result
+    is ``stop_gradient``-ed; the function works under ``jax.jit`` (hyper-parameters are Python
+    numbers, hence static) and ``jax.vmap`` (over a leading batch of gap sets).
+
+    Args:
+        gaps: ``[M]`` reward gaps (M ≥ 1); float64/float32 compute in their dtype, half in float32.
+        gamma0: γ0 ≥ 0; tau: τ > 0; solver: ``"mirror"`` or ``"exact"``; iters: K ≥ 1 (mirror).
+        check_values: raise on non-finite gaps when the values are concrete (skipped under
+            ``jax.jit``/``jax.vmap``, where NaN propagates to every margin as in the reference).
+
+    Returns:
+        ``[M]`` margins ≥ 0 with mean γ0.
+
+    Raises:
+        ConfigError: ``gamma0 < 0``, ``tau <= 0``, an unknown solver, ``iters < 1``.
+        InputError: gaps not 1-D, empty, or (eagerly) non-finite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gammapo_jax import calibrate_margins
+        >>> gamma = calibrate_margins(jnp.array([2.0, 0.5, -1.0]), gamma0=1.0, tau=1.0)
+        >>> [round(float(g), 4) for g in gamma], gamma.dtype.name
+        ([1.2806, 0.9621, 0.7573], 'float32')
+    """
+    check_calibration_args(gamma0, tau, solver, iters)
+    h = to_jax(gaps)
+    check_gaps_shape(h.shape)
+    h = h.astype(compute_dtype(h))
+    if check_values:
+        ok = concrete_all(lambda: jnp.all(jnp.isfinite(h)))
+        if ok is not None:
+            check_finite("gaps", ok)
+    valid = jnp.ones(h.shape, dtype=bool)
+    return solve(h, valid, gamma0=float(gamma0), tau=float(tau), solver=solver, iters=iters)
+
+
+def kkt_residual(gaps, margins, *, gamma0: float, tau: float):
+    r"""The KKT residual of :func:`gammapo_spec.kkt_residual` on JAX arrays (a 0-d array).
+
+    With :math:`u_i = \log(\gamma_i/\gamma_0)` and :math:`s_i = \tau(1+u_i) + \gamma_0\sigma(\gamma_i - h_i)`:
+    :math:`\max(\max_i|s_i - \bar s|,\; |\frac1M\sum_i e^{u_i} - 1|)`.
+    """
+    h = jnp.asarray(gaps)
+    u = jnp.log(jnp.asarray(margins) / gamma0)
+    s = tau * (1.0 + u) + gamma0 * _sigmoid(gamma0 * jnp.exp(u) - h)
+    stationarity = jnp.max(jnp.abs(s - jnp.mean(s)))
+    feasibility = jnp.abs(jnp.exp(jax.nn.logsumexp(u) - math.log(h.shape[0])) - 1.0)
+    return jnp.maximum(stationarity, feasibility)

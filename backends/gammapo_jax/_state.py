@@ -1,0 +1,273 @@
+r"""Queue-mode calibration state as a pytree with static shapes, and one calibration step.
+
+The state is :class:`QueueState`, a registered pytree dataclass whose leaves are arrays:
+
+=========  ==========  =====================================================================
+leaf       dtype       meaning (as :class:`gammapo_spec.QueueState`)
+=========  ==========  =====================================================================
+buffer     float32/64  ``[capacity]`` ring buffer of recent gaps
+size       int32       number of valid stored gaps
+head       int32       slot the next gap is written to
+step       uint32      calibration steps taken (the counter of the sampling keys, mod 2**32)
+seed       uint32      seed of the sampling keys
+=========  ==========  =====================================================================
+
+Because every leaf has a fixed shape and dtype, a jitted training step that carries the state
+compiles once. The data-dependent sample count
+
+.. math:: S = \min(\text{size},\, \max(\text{sample\_size} - n, 0))
+
+is handled with a mask over a fixed candidate set of :math:`C = \min(\text{capacity},
+\max(\text{sample\_size} - n, 0))` slots (C depends only on static shapes): the candidates are the
+C valid-first slots in increasing key order, the first S of them are used, and the calibration
+runs on ``[candidates, h]`` with the invalid candidates masked out (see
+:mod:`gammapo_jax._calibration`). The keys are the spec's portable hash in ``uint32``
+(:mod:`gammapo_jax._hash`), so the sample, and therefore the state transition, is the reference's.
+
+The buffer dtype: :func:`init_state` makes a float32 buffer unless asked for ``dtype="float64"``
+(which needs ``jax_enable_x64``). A step stores gaps in ``promote(buffer dtype, gap dtype)``, so
+float64 gaps turn a float32 buffer into a float64 one (one extra compilation, then stable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import gammapo_spec
+from gammapo_spec.config import GammaPOConfig
+from gammapo_spec.errors import StateError
+from gammapo_spec.validation import check_finite, check_gaps_shape
+
+from . import _hash
+from ._calibration import solve
+from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
+
+__all__ = ["QueueState", "init_state", "check_state", "calibrate_step", "state_to_dict", "state_from_dict"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QueueState:
+    """The queue of recent gaps (a pytree; see the module docstring for the leaves)."""
+
+    buffer: jax.Array
+    size: jax.Array
+    head: jax.Array
+    step: jax.Array
+    seed: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        """The number of slots (static)."""
+        return int(self.buffer.shape[-1])
+
+
+def resolve_dtype(dtype: Any) -> jnp.dtype:
+    """A float dtype from ``"float32"``/``"float64"``/a dtype; float64 means the widest float JAX
+    has enabled (float32 without ``jax_enable_x64``)."""
+    dt = jnp.dtype(dtype)
+    if dt == jnp.float64:
+        return default_float()
+    return dt
+
+
+def _from_numpy_state(state: gammapo_spec.QueueState, dtype: Any = None) -> QueueState:
+    dt = default_float() if dtype is None else resolve_dtype(dtype)
+    return QueueState(
+        buffer=jnp.asarray(np.asarray(state.buffer, dtype=np.float64)).astype(dt),
+        size=jnp.asarray(state.size, dtype=jnp.int32),
+        head=jnp.asarray(state.head, dtype=jnp.int32),
+        step=jnp.asarray(state.step & 0xFFFFFFFF, dtype=jnp.uint32),
+        seed=jnp.asarray(state.seed, dtype=jnp.uint32),
+    )
+
+
+def init_state(config: GammaPOConfig, seed: int = 0, *, dtype: Any = "float32") -> QueueState | None:
+    """The initial calibration state: a :class:`QueueState`, or ``None`` if the config needs none.
+
+    Same semantics as :func:`gammapo_spec.init_state` (``queue_warmup`` standard-normal draws from
+    the portable hash, identical on every backend); the seed is validated eagerly.
+
+    Args:
+        config: the loss configuration.
+        seed: an integer in ``[0, 2**32)``.
+        dtype: buffer dtype, ``"float32"`` (default) or ``"float64"`` (needs ``jax_enable_x64``).
+
+    Raises:
+        StateError: a seed outside ``[0, 2**32)`` (same message as the reference).
+
+    Example:
+        >>> from gammapo_spec import GammaPOConfig
+        >>> from gammapo_jax import init_state
+        >>> s = init_state(GammaPOConfig(queue_size=16, queue_warmup=8), seed=0)
+        >>> s.capacity, int(s.size), int(s.head), int(s.step), s.buffer.dtype.name
+        (16, 8, 8, 0, 'float32')
+    """
+    ref = gammapo_spec.init_state(config, seed)
+    return None if ref is None else _from_numpy_state(ref, dtype)
+
+
+def check_state(config: GammaPOConfig, state: Any) -> QueueState | None:
+    """Check that ``state`` fits ``config`` (the reference's messages); returns it as a JAX state.
+
+    A reference :class:`gammapo_spec.QueueState` is accepted and converted.
+    """
+    if not config.stateful:
+        if state is not None:
+            raise StateError(
+                f"loss {config.loss!r} with calibration={config.calibration!r} carries no state; pass None",
+                field="state",
+            )
+        return None
+    if isinstance(state, gammapo_spec.QueueState):
+        state = _from_numpy_state(state)
+    if not isinstance(state, QueueState):
+        raise StateError(
+            f"queue calibration needs the state from init_state(config), got {type(state).__name__}",
+            field="state",
+        )
+    if state.capacity != config.queue_size:
+        raise StateError(
+            f"state holds {state.capacity} slots but queue_size is {config.queue_size}", field="queue_size"
+        )
+    return state
+
+
+def candidate_slots(state: QueueState, count: int) -> jax.Array:
+    """The first ``count`` (static) slots in sampling order: valid slots by increasing key, then the
+    invalid ones. The spec's sample of S gaps is the first S of these."""
+    cap = state.capacity
+    keys = _hash.sample_keys(state.seed, state.step, cap)
+    slots = jnp.arange(cap, dtype=jnp.int32)
+    invalid = (slots >= state.size).astype(jnp.uint32)
+    _, _, order = jax.lax.sort((invalid, keys, slots), num_keys=2)
+    return order[:count]
+
+
+def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
+    """Append ``gaps`` to the ring buffer and advance the step counter (the spec's ``push_gaps``)."""
+    cap = state.capacity
+    n = gaps.shape[0]
+    keep = min(n, cap)
+    dt = jnp.promote_types(state.buffer.dtype, gaps.dtype)
+    slots = (state.head + jnp.arange(n - keep, n, dtype=jnp.int32)) % cap
+    buffer = state.buffer.astype(dt).at[slots].set(gaps[n - keep :].astype(dt), unique_indices=True)
+    return QueueState(
+        buffer=buffer,
+        size=jnp.minimum(state.size + n, cap).astype(jnp.int32),
+        head=((state.head + n) % cap).astype(jnp.int32),
+        step=state.step + jnp.uint32(1),
+        seed=state.seed,
+    )
+
+
+def _solver_kwargs(config: GammaPOConfig) -> dict[str, Any]:
+    return dict(gamma0=float(config.gamma0), tau=float(config.tau), solver=config.solver, iters=config.iters)
+
+
+def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[jax.Array, QueueState]:
+    """Sample, calibrate on ``[sampled, h]``, push ``h`` (no validation; ``h`` already detached)."""
+    n = h.shape[0]
+    c = min(state.capacity, max(config.sample_size - n, 0))
+    s = jnp.minimum(state.size, c)
+    sampled = state.buffer[candidate_slots(state, c)].astype(h.dtype)
+    calib = jnp.concatenate([sampled, h])
+    valid = jnp.concatenate([jnp.arange(c) < s, jnp.ones(n, dtype=bool)])
+    gamma = solve(calib, valid, **_solver_kwargs(config))[c:]
+    return gamma, push_gaps(state, h)
+
+
+def calibrate_core(config: GammaPOConfig, state: QueueState | None, h: jax.Array, gather=None):
+    """Margins of the current (local) gaps ``h`` and the next state; traceable, no validation.
+
+    With a ``gather`` hook (:mod:`gammapo_jax._sharding`) the calibration runs on the gathered
+    global gaps and the margins of this shard's slice are returned.
+    """
+    h = jax.lax.stop_gradient(h)
+    if gather is not None:
+        h_all, offset = gather(h)
+    else:
+        h_all, offset = h, 0
+    if state is None:
+        gamma = solve(h_all, jnp.ones(h_all.shape, dtype=bool), **_solver_kwargs(config))
+    else:
+        gamma, state = queue_step(config, state, h_all)
+    if gather is not None:
+        gamma = jax.lax.dynamic_slice_in_dim(gamma, offset, h.shape[0])
+    return gamma, state
+
+
+def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps, *, gather=None):
+    r"""Calibrated margins γ for the current gaps, and the next state (:func:`gammapo_spec.calibrate_step`).
+
+    Batch mode (``state is None``): γ = ``calibrate_margins(gaps)``. Queue mode: sample S stored
+    gaps (the spec's portable hash), calibrate on ``[sampled, gaps]``, keep the last n margins,
+    then push ``gaps``. Works under ``jax.jit`` (no retrace across steps: the state has static
+    shapes) and ``jax.vmap``.
+
+    Args:
+        config: a config with dynamic margins.
+        state: ``None`` (batch mode) or the :class:`QueueState` from :func:`init_state`.
+        gaps: ``[n]`` current gaps (this shard's, when ``gather`` is given).
+        gather: optional hook ``gaps -> (global_gaps, offset)`` such as
+            :class:`gammapo_jax.AxisGather`; the calibration (and the pushed gaps) use the global
+            gaps, and the margins of ``global[offset : offset + n]`` are returned.
+
+    Returns:
+        ``(gamma, new_state)``: ``[n]`` margins (stop-gradient) and the next state.
+
+    Raises:
+        StateError: a state that does not fit the config. InputError: bad gaps (the value check
+        only runs eagerly).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gammapo_spec import GammaPOConfig
+        >>> from gammapo_jax import init_state, calibrate_step
+        >>> cfg = GammaPOConfig(gamma_beta_ratio=0.1, queue_size=8, sample_size=6, queue_warmup=0)
+        >>> gamma, state = calibrate_step(cfg, init_state(cfg, seed=1), jnp.array([3.0, -1.0]))
+        >>> round(float(gamma.mean()), 5), int(state.size), int(state.step)
+        (1.0, 2, 1)
+    """
+    state = check_state(config, state)
+    h = to_jax(gaps)
+    check_gaps_shape(h.shape)
+    h = h.astype(compute_dtype(h))
+    if config.check_values:
+        ok = concrete_all(lambda: jnp.all(jnp.isfinite(h)))
+        if ok is not None:
+            check_finite("gaps", ok)
+    return calibrate_core(config, state, h, gather)
+
+
+def state_to_dict(state: QueueState | None) -> dict[str, Any] | None:
+    """The state as ``{"buffer": float64 ndarray, "size", "head", "step", "seed": int}`` (the
+    reference's checkpoint format); ``None`` stays ``None``. Needs concrete values (not under jit)."""
+    if state is None:
+        return None
+    return {
+        "buffer": np.asarray(state.buffer).astype(np.float64),
+        "size": int(state.size),
+        "head": int(state.head),
+        "step": int(state.step),
+        "seed": int(state.seed),
+    }
+
+
+def state_from_dict(data: Mapping[str, Any] | None, *, dtype: Any = None) -> QueueState | None:
+    """Inverse of :func:`state_to_dict`: validated as the reference does (same ``StateError``s).
+
+    Args:
+        data: the dict (or ``None``).
+        dtype: buffer dtype; ``None`` means float64 under ``jax_enable_x64`` (bit-for-bit restore
+            of any state), else float32 (exact for states that were float32).
+
+    Note: ``step`` is stored modulo 2**32 (the sampling keys only use it modulo 2**32).
+    """
+    if data is None:
+        return None
+    return _from_numpy_state(gammapo_spec.QueueState.from_dict(data), dtype)
