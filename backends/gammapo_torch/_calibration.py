@@ -1,0 +1,250 @@
+r"""Margin calibration on tensors: the mirror solver (sync-free, static shapes) and the exact solver.
+
+The problem and both solvers are those of :mod:`gammapo_spec.calibration`:
+
+.. math::
+
+    \min_{p \in \Delta_M}\; \frac{1}{M}\sum_{i} -\log\sigma(h_i - \gamma_i)
+        + \tau \sum_i p_i \log(M p_i), \qquad \gamma_i = \gamma_0 M p_i .
+
+``solver="mirror"`` (default) runs the released exponentiated-gradient arithmetic, K − 1 updates of
+
+.. math::
+
+    g_i = \tau\,(1 + \log(M (p_i + \epsilon))) + \gamma_0\,\sigma(\gamma_i - h_i),\qquad
+    \log p \leftarrow w - \operatorname{logsumexp}(w),\quad w = \log p - \eta g,
+
+with :math:`\eta = \min(0.5/\tau, 1)`, :math:`\epsilon = 10^{-10}`, and returns γ from the start of the
+last iteration. It is written with *masking*: the calibration set may hold slots that do not take
+part (queue mode samples a data-dependent number S of stored gaps; the set has a fixed number of
+candidates and a mask), masked slots have :math:`\log p = -\infty`, and M is the number of valid
+slots, kept as a 0-dim tensor. Shapes therefore never depend on data, nothing is read back to the
+host, and the loop compiles into one graph. On CUDA, sets of up to
+:data:`~gammapo_torch._triton_calibration.MAX_FUSED` gaps run all iterations in one Triton kernel
+launch (:mod:`gammapo_torch._triton_calibration`), with the torch-ops path elsewhere.
+
+``solver="exact"`` ports the reference's nested safeguarded Newton iterations. Their loops stop on
+data-dependent convergence tests, so this solver synchronises with the host once per iteration and
+cannot be captured by ``torch.compile(fullgraph=True)`` or a CUDA graph; it always computes in float64
+on the gaps' device and returns margins in the compute dtype. Use it when the exact minimiser
+matters more than latency (small τ), and the mirror solver in the training hot path.
+
+Dtypes follow :mod:`gammapo_torch._dtypes`: float64 gaps calibrate in float64, everything else in
+float32. Margins never carry gradient (the gaps are detached first).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+
+from . import _triton_calibration
+from ._dtypes import compute_dtype
+from ._validation import check_gaps
+
+__all__ = ["calibrate_margins", "mirror_margins", "exact_log_margins", "exact_margins", "solve"]
+
+
+def mirror_margins(
+    h: torch.Tensor,
+    *,
+    gamma0: float,
+    tau: float,
+    iters: int = 20,
+    count: torch.Tensor | None = None,
+    n_candidates: int = 0,
+) -> torch.Tensor:
+    r"""The released mirror-descent arithmetic on torch ops, over a masked calibration set.
+
+    Args:
+        h: ``[L]`` gaps in the compute dtype. The first ``n_candidates`` slots are candidates of
+            which only the first ``count`` take part; the remaining ``L − n_candidates`` always do.
+        gamma0, tau, iters: as :func:`calibrate_margins` (not validated here).
+        count: 0-dim int64 tensor, the number of valid candidates (``None``: all slots valid).
+        n_candidates: number of candidate slots at the front of ``h``.
+
+    Returns:
+        ``[L]`` margins; masked slots hold 0. No host synchronisation, static shapes.
+
+    Example:
+        >>> import torch
+        >>> mirror_margins(torch.tensor([2.0, 0.5, -1.0], dtype=torch.float64), gamma0=1.0, tau=1.0)
+        ...     # doctest: +ELLIPSIS
+        tensor([1.2806, 0.9621, 0.7573], dtype=torch.float64)
+    """
+    length = h.shape[0]
+    eta = min(0.5 / tau, 1.0)
+    if count is None:
+        valid = None
+        m = torch.full((), float(length), dtype=h.dtype, device=h.device)
+    else:
+        idx = torch.arange(length, device=h.device)
+        valid = (idx < count) | (idx >= n_candidates)
+        m = (count + (length - n_candidates)).to(h.dtype)
+    neg_inf = torch.full((), -math.inf, dtype=h.dtype, device=h.device)
+    log_p = (-torch.log(m)).expand(length)
+    if valid is not None:
+        log_p = torch.where(valid, log_p, neg_inf)
+    scale = gamma0 * m
+    gamma = scale * torch.exp(log_p)
+    for k in range(iters):
+        p = torch.exp(log_p)
+        gamma = scale * p
+        if k == iters - 1:
+            break  # the released code updates p once more but returns this γ
+        grad = tau * (1.0 + torch.log(m * (p + MIRROR_EPS))) + gamma0 * torch.sigmoid(gamma - h)
+        w = log_p - eta * grad
+        if valid is not None:
+            w = torch.where(valid, w, neg_inf)
+        log_p = w - torch.logsumexp(w, dim=0)
+    return gamma
+
+
+def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch.Tensor:
+    r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` in float64.
+
+    A port of :func:`gammapo_spec.calibration.exact_log_margins` (same brackets, safeguards and stopping
+    rules); its convergence tests read scalars back to the host (one sync per iteration).
+    """
+    h = gaps.detach().to(torch.float64)
+    if gamma0 <= 0:
+        raise ValueError("log-ratios need gamma0 > 0")
+    m = h.shape[0]
+    log_m = math.log(m)
+    u_cap = log_m + 1.0
+
+    def inner(c: float, u_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.full_like(h, (c - gamma0) / tau - 1.0)
+        hi = torch.full_like(h, min(c / tau - 1.0, u_cap))
+        lo = torch.minimum(lo, hi)
+        u = torch.minimum(torch.maximum(u_start, lo), hi)
+        width = hi - lo
+        for _ in range(300):
+            gamma = gamma0 * torch.exp(u)
+            s = torch.sigmoid(gamma - h)
+            g = tau * (1.0 + u) + gamma0 * s - c
+            dg = tau + gamma0 * gamma * s * (1.0 - s)
+            hi = torch.where(g > 0, u, hi)
+            lo = torch.where(g <= 0, u, lo)
+            newton = u - g / dg
+            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
+            width = torch.where(use_newton, width, hi - lo)
+            u_new = torch.where(use_newton, newton, 0.5 * (lo + hi))
+            tol = 1e-15 * (1.0 + u.abs())
+            done = bool(((u_new - u).abs() <= tol).logical_or(hi - lo <= tol).all())
+            u = u_new
+            if done:
+                break
+        gamma = gamma0 * torch.exp(u)
+        s = torch.sigmoid(gamma - h)
+        return u, tau + gamma0 * gamma * s * (1.0 - s)
+
+    c_lo, c_hi = float(tau), float(tau + gamma0)
+    c = 0.5 * (c_lo + c_hi)
+    width = c_hi - c_lo
+    u = torch.zeros_like(h)
+    for _ in range(300):
+        u, dg = inner(c, u)
+        lse = torch.logsumexp(u, dim=0)
+        f, df = torch.stack([lse - log_m, (torch.exp(u - lse) / dg).sum()]).tolist()
+        if f > 0:
+            c_hi = c
+        else:
+            c_lo = c
+        if f == 0.0 or c_hi - c_lo <= 4 * math.ulp(c):  # 4 * np.spacing(c)
+            break
+        c_new = c - f / df if df > 0 else c_lo
+        if not (c_lo < c_new < c_hi) or c_hi - c_lo > 0.5 * width:
+            c_new = 0.5 * (c_lo + c_hi)
+            width = c_hi - c_lo
+        if c_new == c:
+            break
+        c = c_new
+    return u
+
+
+def exact_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch.Tensor:
+    """The exact minimiser γ = γ0 · exp(u) in float64 (no validation; see :func:`calibrate_margins`)."""
+    h = gaps.detach().to(torch.float64)
+    if gamma0 == 0:
+        return torch.zeros_like(h)
+    return gamma0 * torch.exp(exact_log_margins(h, gamma0=gamma0, tau=tau))
+
+
+def solve(
+    h: torch.Tensor,
+    *,
+    gamma0: float,
+    tau: float,
+    solver: str,
+    iters: int,
+    count: torch.Tensor | None = None,
+    n_candidates: int = 0,
+) -> torch.Tensor:
+    """Margins of a (possibly masked) calibration set in ``h``'s dtype: the dispatch of both solvers.
+
+    The mirror solver runs the fused Triton kernel when :func:`_triton_calibration.use_fused` says so
+    (CUDA, Triton importable, at most ``MAX_FUSED`` slots), else torch ops. Masked slots get 0.
+    """
+    h = h.detach()
+    if solver == "mirror":
+        if _triton_calibration.use_fused(h):
+            return _triton_calibration.mirror_margins_fused(
+                h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates
+            )
+        return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates)
+    if count is None:
+        return exact_margins(h, gamma0=gamma0, tau=tau).to(h.dtype)
+    idx = torch.arange(h.shape[0], device=h.device)
+    valid = (idx < count) | (idx >= n_candidates)
+    out = torch.zeros_like(h)
+    out[valid] = exact_margins(h[valid], gamma0=gamma0, tau=tau).to(h.dtype)
+    return out
+
+
+def calibrate_margins(
+    gaps,
+    *,
+    gamma0: float,
+    tau: float,
+    solver: str = "mirror",
+    iters: int = 20,
+    check_values: bool = True,
+) -> torch.Tensor:
+    r"""Per-pair target margins γ for a calibration set of reward gaps (torch tensors).
+
+    Same contract as :func:`gammapo_spec.calibrate_margins` (the objective and both solvers are in this
+    module's docstring). The result is detached (margins are constants for the gradient), on the
+    gaps' device, in the compute dtype: float64 for float64 gaps, float32 otherwise (bfloat16 and
+    float16 gaps are upcast).
+
+    Args:
+        gaps: ``[M]`` reward gaps (a tensor, or anything ``numpy.asarray`` takes).
+        gamma0: γ0 ≥ 0, the mean margin.
+        tau: τ > 0, the entropy weight.
+        solver: ``"mirror"`` (released arithmetic, sync-free, default) or ``"exact"`` (true minimiser;
+            synchronises with the host, see the module docstring).
+        iters: K ≥ 1 mirror iterations (ignored by ``"exact"``).
+        check_values: raise on non-finite gaps (one host sync; skipped under ``torch.compile``).
+
+    Returns:
+        ``[M]`` margins, each ≥ 0, with mean γ0 (to rounding).
+
+    Raises:
+        ConfigError: ``gamma0 < 0``, ``tau <= 0``, an unknown solver, ``iters < 1`` (field named).
+        InputError: gaps not 1-D, empty, or non-finite (field ``"gaps"``).
+
+    Example:
+        >>> import torch
+        >>> from gammapo_torch import calibrate_margins
+        >>> gamma = calibrate_margins(torch.tensor([2.0, 0.5, -1.0], dtype=torch.float64), gamma0=1.0, tau=1.0)
+        >>> [round(v, 4) for v in gamma.tolist()], round(float(gamma.mean()), 12)
+        ([1.2806, 0.9621, 0.7573], 1.0)
+    """
+    check_calibration_args(gamma0, tau, solver, iters)
+    h = check_gaps(gaps, check_values)
+    h = h.detach().to(compute_dtype(h))
+    return solve(h, gamma0=float(gamma0), tau=float(tau), solver=solver, iters=iters)
