@@ -1,6 +1,6 @@
 r"""The dtype policy of the torch backend, and conversion of array-likes to tensors.
 
-Policy (shared by every gammapo backend):
+Policy (shared by every gammapo backend, :mod:`gammapo_spec.dtype_policy`):
 
 * float64 inputs compute in float64;
 * float32 inputs compute in float32;
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gammapo_spec.dtype_policy import compute_dtype as spec_compute_dtype
 
 __all__ = ["compute_dtype", "as_tensor", "DTYPES"]
 
@@ -41,10 +43,11 @@ def compute_dtype(*values: Any) -> torch.dtype:
         >>> compute_dtype(torch.ones(2), torch.ones(2, dtype=torch.float64))
         torch.float64
     """
-    floats = [v.dtype for v in values if isinstance(v, torch.Tensor) and v.dtype.is_floating_point]
-    if not floats:
+    names = {str(v.dtype).removeprefix("torch.") for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    computed = {DTYPES[spec_compute_dtype(name)] for name in names}  # the spec's table, per input
+    if not computed:
         return torch.float64
-    return torch.float64 if torch.float64 in floats else torch.float32
+    return torch.float64 if torch.float64 in computed else torch.float32
 
 
 def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
