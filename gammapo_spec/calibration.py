@@ -242,7 +242,9 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
         if c_new == c:
             break
         c = c_new
-    return u
+    # Remove the outer iteration's last residual with a uniform shift: it makes mean(γ) = γ0 exact to
+    # rounding (and M = 1 return γ0 exactly) while changing every s_i alike, to first order.
+    return u - (logsumexp(u) - log_m)
 
 
 def exact_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
