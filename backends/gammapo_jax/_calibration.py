@@ -59,16 +59,16 @@ def _masked_logsumexp(x, valid):
     return jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf))
 
 
-def mirror_log_p(h, valid, count, *, gamma0: float, tau: float, iters: int):
+def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
     r"""log p after K − 1 mirror-descent updates (invalid entries stay at log p = −∞).
 
     Args:
         h: ``[L]`` gaps (floating, any finite values in invalid entries).
         valid: ``[L]`` bool mask.
         count: M, the number of valid entries (a scalar array of h's dtype).
-        gamma0, tau, iters: the static hyper-parameters.
+        gamma0, tau: scalars; iters: K (static).
     """
-    eta = min(0.5 / tau, 1.0)
+    eta = jnp.minimum(0.5 / tau, 1.0)
     log_p0 = jnp.where(valid, -jnp.log(count), -jnp.inf).astype(h.dtype)
 
     def update(_, log_p):
@@ -85,7 +85,7 @@ def _spacing(x):
     return jnp.nextafter(x, jnp.asarray(jnp.inf, x.dtype)) - x
 
 
-def exact_log_margins(h, valid, count, *, gamma0: float, tau: float):
+def exact_log_margins(h, valid, count, *, gamma0, tau):
     r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` (γ0 > 0), masked.
 
     A line-by-line port of :func:`gammapo_spec.exact_log_margins` to ``lax.while_loop``:
@@ -153,33 +153,38 @@ def exact_log_margins(h, valid, count, *, gamma0: float, tau: float):
         return it + 1, jnp.where(stop, c, c_new), c_lo, c_hi, width, u, stop
 
     c_lo = jnp.asarray(tau, dtype)
-    c_hi = jnp.asarray(tau + gamma0, dtype)
+    c_hi = jnp.asarray(tau + gamma0, dtype)  # γ0 = 0 gives an empty bracket: one pass, then γ = 0
     init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, jnp.zeros_like(h), jnp.bool_(False))
     return lax.while_loop(cond, body, init)[5]
 
 
-@functools.partial(jax.jit, static_argnames=("gamma0", "tau", "solver", "iters"))
-def solve(h, valid, *, gamma0: float, tau: float, solver: str, iters: int):
+@functools.partial(jax.jit, static_argnames=("solver", "iters"))
+def solve(h, valid, gamma0, tau, *, solver: str, iters: int):
     r"""Margins γ of the valid entries of ``h`` (0 elsewhere), no validation, no gradient.
 
+    ``gamma0`` and ``tau`` are traced (a sweep over them compiles once per shape); ``solver`` and
+    ``iters`` are static.
+
     Args:
-        h: ``[L]`` floating gaps; ``valid``: ``[L]`` bool mask (at least one True).
+        h: ``[L]`` floating gaps; valid: ``[L]`` bool mask (at least one True).
+        gamma0: γ0 ≥ 0; tau: τ > 0 (scalars, cast to h's dtype).
 
     Returns:
         ``[L]`` margins in h's dtype: the calibration of the valid entries (M = their number).
     """
     h = lax.stop_gradient(h)
+    dtype = h.dtype
+    gamma0 = lax.stop_gradient(jnp.asarray(gamma0, dtype))
+    tau = lax.stop_gradient(jnp.asarray(tau, dtype))
     h = jnp.where(valid, h, jnp.zeros_like(h))  # keep invalid entries finite
-    count = jnp.sum(valid).astype(h.dtype)
-    if gamma0 == 0:
-        return jnp.zeros_like(h)
+    count = jnp.sum(valid).astype(dtype)
     if solver == "mirror":
         log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters)
         gamma = gamma0 * count * jnp.exp(log_p)
     else:
         u = exact_log_margins(h, valid, count, gamma0=gamma0, tau=tau)
         gamma = gamma0 * jnp.exp(u)
-    return jnp.where(valid, gamma, jnp.zeros_like(gamma))
+    return jnp.where(valid & (gamma0 > 0), gamma, jnp.zeros_like(gamma))
 
 
 def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror", iters: int = 20,
@@ -220,7 +225,7 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror"
         if ok is not None:
             check_finite("gaps", ok)
     valid = jnp.ones(h.shape, dtype=bool)
-    return solve(h, valid, gamma0=float(gamma0), tau=float(tau), solver=solver, iters=iters)
+    return solve(h, valid, gamma0, tau, solver=solver, iters=iters)
 
 
 def kkt_residual(gaps, margins, *, gamma0: float, tau: float):

@@ -166,7 +166,7 @@ def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
 
 
 def _solver_kwargs(config: GammaPOConfig) -> dict[str, Any]:
-    return dict(gamma0=float(config.gamma0), tau=float(config.tau), solver=config.solver, iters=config.iters)
+    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters)
 
 
 def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[jax.Array, QueueState]:

@@ -91,7 +91,7 @@ def test_calibrate_step_sequence_matches_reference_float64(sizes, queue_size, sa
         h = rng.normal(scale=2.0, size=n)
         g_ref, ref = R.calibrate_step(c, ref, h)
         g, state = T.calibrate_step(c, state, torch.tensor(h))
-        close(g, g_ref, 1e-12, 1e-12, f"margins at step {i}")
+        close(g, g_ref, 1e-10, 1e-10, f"margins at step {i}")
         assert_state_equal(state, ref, f"state after step {i}")
 
 
@@ -131,7 +131,7 @@ def test_calibrate_step_exact_solver_in_queue_mode():
         h = np.linspace(-1, 2, n)
         g_ref, ref = R.calibrate_step(c, ref, h)
         g, state = T.calibrate_step(c, state, torch.tensor(h))
-        close(g, g_ref, 1e-11, 1e-11, f"exact margins at step {i}")
+        close(g, g_ref, 1e-10, 1e-10, f"exact margins at step {i}")
 
 
 def test_state_dict_roundtrip_through_torch_save_resumes_bit_for_bit():

@@ -21,7 +21,7 @@ def test_calibrate_margins_mirror_float64_matches_reference(h, gamma0, tau, iter
     expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters)
     got = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, iters=iters)
     assert got.dtype == torch.float64 and got.shape == expected.shape
-    close(got, expected, 1e-12, 1e-12, "mirror margins, float64, tau >= 1")
+    close(got, expected, 1e-10, 1e-10, "mirror margins, float64, tau >= 1")
 
 
 @given(h=gaps_st, gamma0=st.floats(0.1, 5.0), tau=st.floats(0.05, 1.0))
@@ -36,7 +36,7 @@ def test_calibrate_margins_mirror_small_tau_float64(h, gamma0, tau):
 def test_calibrate_margins_exact_float64_matches_reference(h, gamma0, tau):
     expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau, solver="exact")
     got = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, solver="exact")
-    close(got, expected, 1e-11, 1e-11, "exact margins, float64")
+    close(got, expected, 1e-10, 1e-10, "exact margins, float64")
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
