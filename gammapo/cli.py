@@ -5,7 +5,10 @@ Subcommands:
 * ``calibrate`` — a worked margin calibration on the embedded example gaps (or your own);
 * ``backends`` — the known backends and whether their framework is installed here;
 * ``conformance`` — run the conformance suite against a backend (needs ``gammapo[test]``);
-* ``train`` — γ-PO training through TRL (needs ``gammapo[trl]``).
+* ``train`` — γ-PO training through TRL (needs ``gammapo[trl]``);
+* ``select`` — alignment-potential data selection over a preference file;
+* ``augment`` — reward-augmented relabelling of a preference file;
+* ``bench`` — the benchmarks (from a checkout: they live in ``benchmarks/``).
 
 Heavy subcommands import their frameworks only when run.
 """
@@ -147,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(sub)
     _passthrough(sub, "conformance", "run the conformance suite against a backend", "gammapo_conformance:main")
     _passthrough(sub, "train", "train with γ-PO through TRL", "gammapo.train.cli:main")
+    _passthrough(sub, "select", "alignment-potential selection of preference data", "gammapo.data.cli:select_main")
+    _passthrough(sub, "augment", "reward-augmented relabelling of preference data", "gammapo.data.cli:augment_main")
+    _passthrough(sub, "bench", "run the benchmarks (from a checkout)", "benchmarks.__main__:main")
     return parser
 
 
