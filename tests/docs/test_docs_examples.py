@@ -1,0 +1,108 @@
+"""Every program the documentation shows runs: ``examples/*.py``, the side-by-side snippets in
+``docs/snippets/`` (and the three print the same numbers), and the ``>>>`` blocks of the pages."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+SNIPPETS = sorted((ROOT / "docs" / "snippets").glob("*.py"))
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+TIMEOUT_S = 240
+
+# Top-level imports that decide whether a program can run here (package → import name).
+OPTIONAL_FRAMEWORKS = ("torch", "jax", "optax", "trl", "transformers", "datasets", "matplotlib")
+
+# Arguments that keep an example from writing into the checkout; "{tmp}" is a fresh folder.
+EXAMPLE_ARGS = {"choose_tau.py": ["--out", "{tmp}"]}
+
+
+def _missing_frameworks(path: Path) -> list[str]:
+    source = path.read_text(encoding="utf-8")
+    imported = set(re.findall(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", source, flags=re.MULTILINE))
+    return [name for name in OPTIONAL_FRAMEWORKS if name in imported and importlib.util.find_spec(name) is None]
+
+
+def _run(path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    missing = _missing_frameworks(path)
+    if missing:
+        pytest.skip(f"{path.name} needs {', '.join(missing)}, not installed here")
+    proc = subprocess.run(
+        [sys.executable, str(path), *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert proc.returncode == 0, f"{path.relative_to(ROOT)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_docs_example_runs(path: Path, tmp_path: Path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in EXAMPLE_ARGS.get(path.name, [])]
+    _run(path, args)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_docs_choose_tau_plot_is_committed_and_regenerates(tmp_path: Path) -> None:
+    """examples/choose_tau.py regenerates the plot the docs show; the committed copy exists."""
+    committed = ROOT / "docs" / "assets" / "choose_tau.png"
+    assert committed.is_file(), "docs/assets/choose_tau.png is missing: run python examples/choose_tau.py"
+    proc = _run(ROOT / "examples" / "choose_tau.py", ["--out", str(tmp_path)])
+    fresh = tmp_path / "choose_tau.png"
+    assert fresh.is_file(), f"choose_tau.py wrote no plot:\n{proc.stdout}"
+    assert _png_size(fresh) == _png_size(committed), "the committed plot is stale (its size differs): regenerate it"
+    assert "mirror vs exact" in proc.stdout
+
+
+@pytest.mark.parametrize("path", SNIPPETS, ids=[p.name for p in SNIPPETS])
+def test_docs_snippet_runs(path: Path) -> None:
+    _run(path, [])
+
+
+def test_docs_snippets_print_the_same_numbers() -> None:
+    """The NumPy, PyTorch and JAX tabs of howto/backends.md compute the same step."""
+    outputs = {}
+    for framework in ("numpy", "torch", "jax"):
+        path = ROOT / "docs" / "snippets" / f"step_{framework}.py"
+        if _missing_frameworks(path):
+            continue
+        outputs[framework] = _run(path, []).stdout
+    if len(outputs) < 2:
+        pytest.skip("fewer than two of numpy/torch/jax are installed")
+    reference = outputs["numpy"]
+    for framework, out in outputs.items():
+        assert out == reference, f"step_{framework}.py printed\n{out}\nbut step_numpy.py printed\n{reference}"
+    page = (ROOT / "docs" / "howto" / "backends.md").read_text(encoding="utf-8")
+    assert reference.strip() in page, "howto/backends.md quotes output that the snippets no longer print"
+
+
+def _doctest_blocks(page: Path) -> list[str]:
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return [b for b in blocks if b.lstrip().startswith(">>>")]
+
+
+DOCTEST_PAGES = [p for p in PAGES if _doctest_blocks(p)]
+
+
+@pytest.mark.parametrize("page", DOCTEST_PAGES, ids=[str(p.relative_to(ROOT / "docs")) for p in DOCTEST_PAGES])
+def test_docs_page_doctests_pass(page: Path) -> None:
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    report: list[str] = []
+    for i, block in enumerate(_doctest_blocks(page)):
+        test = parser.get_doctest(block, {}, f"{page.name}[{i}]", str(page), 0)
+        runner.run(test, out=report.append)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"doctest failures in {page.relative_to(ROOT)}:\n" + "".join(report)
