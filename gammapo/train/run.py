@@ -1,0 +1,182 @@
+r"""Train one method through :class:`~gammapo.integrations.trl.GammaPOTrainer` and evaluate it.
+
+Evaluation on held-out *clean* pairs and on generations:
+
+* **implicit-reward accuracy** — the share of clean pairs whose implicit reward gap has the right sign,
+  :math:`h = (c - c_\text{ref}) - (r - r_\text{ref})` for reference-based losses and
+  :math:`h = c/|y_w| - r/|y_l|` for SimPO (β > 0 does not change the sign);
+* **ground-truth reward of greedy generations** — for every prompt, the greedy response of the trained
+  policy scored by the task's :math:`r^\star` (mean over prompts; the reference model's own score is
+  the starting point).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = ["RunConfig", "Result", "train_method", "sequence_logps", "implicit_accuracy", "greedy_reward"]
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Trainer settings of one run (TRL's ``DPOConfig`` fields of the same meaning)."""
+
+    output_dir: str
+    epochs: float = 3.0
+    batch_size: int = 32
+    grad_accum: int = 1
+    learning_rate: float = 3e-3
+    seed: int = 0
+    max_steps: int = -1
+    save_steps: int | None = None  # None: no checkpoints
+    logging_steps: int = 5
+    warmup_ratio: float = 0.1
+    scheduler: str = "cosine"
+    max_length: int | None = 1024
+
+
+@dataclasses.dataclass
+class Result:
+    """What one run measured."""
+
+    method: str
+    loss: str
+    noise: float
+    seed: int
+    accuracy: float
+    gen_reward: float
+    ref_gen_reward: float
+    seconds: float
+    steps: int
+    history: list[dict[str, float]]
+
+
+def dpo_config(run: RunConfig, **extra: Any):
+    """The ``trl.DPOConfig`` of a run: CPU-friendly (float32, no gradient checkpointing, no tqdm)."""
+    from trl import DPOConfig
+
+    save = {"save_strategy": "no"} if run.save_steps is None else {"save_strategy": "steps", "save_steps": run.save_steps}
+    return DPOConfig(
+        output_dir=run.output_dir,
+        num_train_epochs=run.epochs,
+        max_steps=run.max_steps,
+        per_device_train_batch_size=run.batch_size,
+        per_device_eval_batch_size=run.batch_size,
+        gradient_accumulation_steps=run.grad_accum,
+        learning_rate=run.learning_rate,
+        lr_scheduler_type=run.scheduler,
+        warmup_steps=run.warmup_ratio,
+        logging_steps=run.logging_steps,
+        seed=run.seed,
+        data_seed=run.seed,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        disable_tqdm=True,
+        max_length=run.max_length,
+        dataloader_num_workers=0,
+        **save,
+        **extra,
+    )
+
+
+def sequence_logps(model, tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of ``response + <eos>`` after ``prompt`` (as TRL scores them) and token counts."""
+    rows, starts = [], []
+    for p, r in zip(prompts, responses):
+        p_ids = tokenizer(p)["input_ids"]
+        full = tokenizer(p + r + tokenizer.eos_token)["input_ids"]
+        rows.append(full)
+        starts.append(len(p_ids))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    comp = torch.zeros_like(ids)
+    for i, (row, s) in enumerate(zip(rows, starts)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        comp[i, s : len(row)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    tok = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    m = comp[:, 1:].to(tok.dtype)
+    return (tok * m).sum(-1), m.sum(-1)
+
+
+def implicit_accuracy(policy, reference, tokenizer, pairs: Sequence[dict], *, reference_free: bool) -> float:
+    """Share of (clean) pairs whose implicit reward gap h is > 0 (see the module docstring)."""
+    prompts = [p["prompt"] for p in pairs]
+    c, lc = sequence_logps(policy, tokenizer, prompts, [p["chosen"] for p in pairs])
+    r, lr = sequence_logps(policy, tokenizer, prompts, [p["rejected"] for p in pairs])
+    if reference_free:
+        h = c / lc - r / lr
+    else:
+        c0, _ = sequence_logps(reference, tokenizer, prompts, [p["chosen"] for p in pairs])
+        r0, _ = sequence_logps(reference, tokenizer, prompts, [p["rejected"] for p in pairs])
+        h = (c - c0) - (r - r0)
+    return float((h > 0).double().mean())
+
+
+def greedy_reward(model, tokenizer, task) -> float:
+    """Mean ground-truth reward of the greedy ``task.length``-word response to every prompt."""
+    ids = torch.tensor([tokenizer(p)["input_ids"] for p in task.prompts])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=task.length, do_sample=False,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    return sum(task.reward(p, t) for p, t in zip(task.prompts, texts)) / len(task.prompts)
+
+
+def train_method(
+    *,
+    method: str,
+    loss: str,
+    loss_kwargs: dict[str, Any],
+    model,
+    tokenizer,
+    train_pairs: list[dict],
+    run: RunConfig,
+    ref_model=None,
+    callbacks: Sequence[Any] = (),
+    resume: str | bool | None = None,
+):
+    """Build a :class:`GammaPOTrainer` for ``loss`` and train ``model`` on ``train_pairs``; returns the trainer.
+
+    For a reference-based loss and no ``ref_model`` the reference is a frozen copy of ``model``
+    (a model built from a config has no path TRL could reload it from).
+    """
+    from datasets import Dataset
+
+    from gammapo.integrations.losses import make_pair_loss
+    from gammapo.integrations.trl import GammaPOTrainer
+
+    pair_loss = make_pair_loss(loss, seed=run.seed, **loss_kwargs)
+    if pair_loss.needs_reference and ref_model is None:
+        ref_model = copy.deepcopy(model).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    trainer = GammaPOTrainer(
+        model,
+        ref_model=ref_model if pair_loss.needs_reference else None,
+        args=dpo_config(run),
+        train_dataset=Dataset.from_list(train_pairs),
+        processing_class=tokenizer,
+        loss=pair_loss,
+        callbacks=list(callbacks),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0
