@@ -9,10 +9,10 @@ R^{V\times H}` (bias :math:`b`), labels :math:`y_r` and the sequence :math:`s(r)
     \text{logp}_s = \sum_{r:\,s(r)=s} \ell_r .
 
 **Forward** (no graph): rows are processed ``chunk_size`` at a time; each chunk's logits live only
-until its ``logsumexp`` and target logit are read, so the peak extra memory is ``O(chunk · V)``
-instead of ``O(rows · V)``.
+until its target logit and its ``logsumexp`` (computed in place) are read, so the extra memory is
+one ``chunk × V`` buffer instead of ``O(rows · V)``. The per-row logsumexp is kept for pass 2.
 
-**Backward** (the second pass): with :math:`g_s = \partial\mathcal L/\partial\,\text{logp}_s` (the
+**Backward** (the second pass, again one ``chunk × V`` buffer, updated in place): with :math:`g_s = \partial\mathcal L/\partial\,\text{logp}_s` (the
 incoming gradient, one scalar per sequence), the logits of each chunk are recomputed and
 
 .. math::
@@ -45,6 +45,13 @@ def _chunk_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return z.to(_acc_dtype(z.dtype))
 
 
+def _logsumexp_(z: torch.Tensor) -> torch.Tensor:
+    """Row-wise logsumexp that overwrites ``z`` (no second ``[rows, V]`` buffer, unlike ``torch.logsumexp``)."""
+    top = z.amax(dim=1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return z.sub_(top).exp_().sum(dim=1).log_() + top.squeeze(1)
+
+
 class _ChunkedLogps(torch.autograd.Function):
     """Forward: chunked sums of token log-probs per sequence; backward: chunked recomputation."""
 
@@ -52,19 +59,21 @@ class _ChunkedLogps(torch.autograd.Function):
     def forward(ctx, x, weight, bias, labels, seq_index, n_seq, chunk_size):  # noqa: D102
         acc = _acc_dtype(x.dtype)
         logps = torch.zeros(n_seq, dtype=acc, device=x.device)
+        lse = torch.empty(x.shape[0], dtype=acc, device=x.device)  # kept for pass 2: one number per row
         for start in range(0, x.shape[0], chunk_size):
             stop = start + chunk_size
             z = _chunk_logits(x[start:stop], weight, bias)
             target = z.gather(1, labels[start:stop, None]).squeeze(1)
-            logps.index_add_(0, seq_index[start:stop], target - torch.logsumexp(z, dim=1))
+            lse[start:stop] = _logsumexp_(z)
+            logps.index_add_(0, seq_index[start:stop], target - lse[start:stop])
             del z
-        ctx.save_for_backward(x, weight, bias, labels, seq_index)
+        ctx.save_for_backward(x, weight, bias, labels, seq_index, lse)
         ctx.chunk_size = chunk_size
         return logps
 
     @staticmethod
     def backward(ctx, grad_logps):  # noqa: D102
-        x, weight, bias, labels, seq_index = ctx.saved_tensors
+        x, weight, bias, labels, seq_index, lse = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         acc = _acc_dtype(x.dtype)
         grad_x = torch.empty_like(x) if need_x else None
@@ -75,7 +84,8 @@ class _ChunkedLogps(torch.autograd.Function):
             stop = start + ctx.chunk_size
             xc = x[start:stop]
             g = g_rows[start:stop, None]
-            dz = torch.softmax(_chunk_logits(xc, weight, bias), dim=1)  # in place from here on
+            dz = _chunk_logits(xc, weight, bias)  # the chunk's one [rows, V] buffer, updated in place
+            dz.sub_(lse[start:stop, None]).exp_()  # softmax(z), with the logsumexp of pass 1
             dz.mul_(-g)
             dz.scatter_add_(1, labels[start:stop, None], g)  # g (e_y - softmax(z))
             if grad_b is not None:

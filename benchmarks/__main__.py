@@ -1,0 +1,129 @@
+r"""Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick] [--out DIR]`` (or ``gammapo bench ...``).
+
+Without names every registered benchmark runs, in the order of :data:`REGISTRY`. Each is a module of
+this package exposing ``main(argv) -> int`` (``--quick`` for tiny sizes, ``--out DIR`` for the
+results folder); modules are imported only when run, and a benchmark whose module or framework is
+missing is skipped with a message. The runner prints the machine first (CPU model, cores,
+framework versions, accelerator — "no GPU" here) and finally writes ``summary.md`` in the results
+folder: this run's status per benchmark and every result file the folder holds.
+
+>>> from benchmarks.__main__ import REGISTRY
+>>> list(REGISTRY)[:2]
+['solver_agreement', 'calibration_torch']
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import inspect
+import pathlib
+import sys
+import time
+from typing import Any, Sequence
+
+from benchmarks._perf_common import RESULTS, machine_info, machine_line, markdown_table
+
+#: Benchmark name → (module, one-line description).
+REGISTRY: dict[str, tuple[str, str]] = {
+    "solver_agreement": ("benchmarks.solver_agreement", "mirror descent vs the exact calibration minimiser (NumPy)"),
+    "calibration_torch": ("benchmarks.bench_calibration_torch", "calibration latency, torch vs released-code baseline"),
+    "calibration_jax": ("benchmarks.bench_calibration_jax", "calibration latency, JAX vs released-code baseline"),
+    "fused_loss": ("benchmarks.bench_fused_loss", "fused chunked γ-PO loss vs unfused logits: peak memory, time"),
+    "loss_throughput": ("benchmarks.bench_loss_throughput", "loss forward+backward throughput per backend"),
+    "step_overhead": ("benchmarks.bench_step_overhead", "training-step overhead of γ-SimPO over SimPO"),
+}
+
+
+def _call_main(module: Any, forwarded: list[str]) -> int:
+    """Call ``module.main`` with the forwarded options when it takes ``argv``, else without arguments."""
+    params = inspect.signature(module.main).parameters
+    if params:
+        return int(module.main(forwarded) or 0)
+    if forwarded:
+        print(f"  note: {module.__name__}.main takes no options; ran it with its defaults (ignored {forwarded})")
+    return int(module.main() or 0)
+
+
+def run(names: Sequence[str], forwarded: list[str]) -> list[dict[str, Any]]:
+    """Run the named benchmarks one after the other; returns one status record per benchmark."""
+    records = []
+    for name in names:
+        module_name, _ = REGISTRY[name]
+        print(f"\n=== {name} ({module_name}) ===", flush=True)
+        start = time.perf_counter()
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            print(f"  skipped: {type(exc).__name__}: {exc}")
+            records.append({"name": name, "status": f"skipped ({type(exc).__name__}: {exc})", "seconds": 0.0})
+            continue
+        try:
+            rc = _call_main(module, forwarded)
+            status = "ok" if rc == 0 else f"exit status {rc}"
+        except ImportError as exc:
+            status = f"skipped ({type(exc).__name__}: {exc})"
+            print(f"  {status}")
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not stop the others
+            status = f"failed ({type(exc).__name__}: {exc})"
+            print(f"  {status}")
+        records.append({"name": name, "status": status, "seconds": time.perf_counter() - start})
+    return records
+
+
+def write_summary(out: pathlib.Path, records: list[dict[str, Any]], machine: dict[str, Any], quick: bool) -> pathlib.Path:
+    """``summary.md``: the machine, this run's status per benchmark, and every result file in ``out``."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Last run: {stamp}{' (quick mode: tiny sizes)' if quick else ''}.",
+        f"Machine: {machine_line(machine)}. GPU numbers appear only in files that say they come from a GPU run.",
+        "",
+        "## This run",
+        "",
+    ]
+    lines += markdown_table(
+        ["benchmark", "what", "status", "seconds"],
+        [[r["name"], REGISTRY[r["name"]][1], r["status"], f"{r['seconds']:.1f}"] for r in records],
+    )
+    lines += ["", "## Result files", ""]
+    files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "summary.md" and p.suffix in (".md", ".json", ".png", ".csv"))
+    for path in files:
+        when = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        link = f"![{path.stem}]({path.name})" if path.suffix == ".png" else f"[{path.name}]({path.name})"
+        lines.append(f"- {link} — written {when}")
+    target = out / "summary.md"
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``; returns 0 when every benchmark ran or was skipped."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Run gammapo's benchmarks.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(REGISTRY)}")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds each), for smoke tests")
+    parser.add_argument("--out", default=None, help=f"results folder (default {RESULTS})")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (module, what) in REGISTRY.items():
+            print(f"{name:18s} {module:40s} {what}")
+        return 0
+    unknown = [n for n in args.names if n not in REGISTRY]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {list(REGISTRY)}")
+    out = pathlib.Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    forwarded = (["--quick"] if args.quick else []) + (["--out", str(out)] if args.out else [])
+    machine = machine_info()
+    print(f"Machine: {machine_line(machine)}")
+    records = run(args.names or list(REGISTRY), forwarded)
+    summary = write_summary(out, records, machine, args.quick)
+    print(f"\nwrote {summary}")
+    return 0 if all(r["status"] == "ok" or r["status"].startswith("skipped") for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

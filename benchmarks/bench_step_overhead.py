@@ -1,0 +1,195 @@
+r"""Training-step overhead of γ-SimPO over SimPO on a tiny causal LM (CPU).
+
+Run: ``python -m benchmarks step_overhead`` (about a minute on 2 cores) or ``--quick``. Writes
+``benchmarks/results/step_overhead.{md,json}``.
+
+A step is what a preference trainer does per batch: forward of the chosen and rejected sequences
+through the model (one concatenated batch), per-sequence log-probs of the response tokens, the loss
+(:func:`gammapo_torch.gamma_po_loss`), ``backward()`` and an AdamW update. The two arms differ only
+in the loss config: ``simpo`` (constant margin γ0) vs ``gamma-simpo`` (queue calibration of the
+margins over 256 gaps, the released recipe β = 10, γ0/β = 0.4, τ = 10; the queue advances every
+step). The overhead is therefore exactly the calibration plus the queue update.
+
+The model: the train engineer's embedded tiny model when ``gammapo.train`` provides one
+(``tiny_causal_lm``), else this module's own: token + position embeddings, ``layers`` pre-norm
+transformer blocks (``torch.nn.TransformerEncoderLayer`` with a causal mask), tied LM head.
+
+Method: paired, interleaved runs: for each of ``pairs`` repetitions both arms take one step on the
+same batch, in alternating order (ABBA), each timed with ``time.perf_counter``; the overhead is the
+median over pairs of ``t_gamma / t_simpo − 1`` (with its interquartile range); medians of each arm
+are reported too. A few warm-up steps of each arm run first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+
+NAME = "step_overhead"
+FULL = {"vocab": 1024, "d_model": 128, "layers": 2, "heads": 4, "seq": 128, "pairs": 4, "warmup": 5, "pairs_timed": 60}
+QUICK = {"vocab": 128, "d_model": 32, "layers": 1, "heads": 2, "seq": 16, "pairs": 2, "warmup": 2, "pairs_timed": 6}
+
+
+def _own_model(sizes: dict[str, Any]):
+    import torch
+    from torch import nn
+
+    class TinyCausalLM(nn.Module):
+        """Embeddings, causal pre-norm transformer blocks, tied LM head: ``[B, T]`` ids → ``[B, T, V]`` logits."""
+
+        def __init__(self, vocab: int, d_model: int, layers: int, heads: int, seq: int):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, d_model)
+            self.pos = nn.Embedding(seq, d_model)
+            block = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d_model)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            t = ids.shape[1]
+            x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
+            mask = nn.Transformer.generate_square_subsequent_mask(t, device=ids.device)
+            x = self.norm(self.blocks(x, mask=mask, is_causal=True))
+            return x @ self.tok.weight.t()
+
+    torch.manual_seed(0)
+    return TinyCausalLM(sizes["vocab"], sizes["d_model"], sizes["layers"], sizes["heads"], sizes["seq"]), "own TinyCausalLM"
+
+
+def _model(sizes: dict[str, Any]):
+    try:
+        from gammapo.train import tiny_causal_lm  # type: ignore[attr-defined]
+    except ImportError:
+        return _own_model(sizes)
+    return tiny_causal_lm(), "gammapo.train.tiny_causal_lm"
+
+
+def _batch(sizes: dict[str, Any]):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    b, t, v = sizes["pairs"], sizes["seq"], sizes["vocab"]
+    ids = torch.randint(0, v, (2 * b, t), generator=g)
+    labels = ids[:, 1:].clone()
+    prompt = t // 4
+    labels[:, : prompt - 1] = -100  # prompt tokens are not scored
+    for i in range(2 * b):
+        pad = int(torch.randint(0, t // 4, (1,), generator=g))
+        if pad:
+            labels[i, -pad:] = -100  # right padding of varying length
+    return ids, labels
+
+
+def _make_step(model, optimizer, config, batch):
+    import torch
+
+    import gammapo_torch as T
+
+    ids, labels = batch
+    b = ids.shape[0] // 2
+    mask = labels != -100
+    lengths = mask.sum(1)
+    state = [T.init_state(config, seed=0)]
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(ids)[:, :-1]
+        tok = logits.log_softmax(-1).gather(-1, labels.masked_fill(~mask, 0)[..., None]).squeeze(-1)
+        logps = (tok * mask).sum(-1)
+        out, state[0] = T.gamma_po_loss(
+            config, state[0], chosen_logps=logps[:b], rejected_logps=logps[b:],
+            chosen_lengths=lengths[:b], rejected_lengths=lengths[b:],
+        )
+        out.loss.backward()
+        optimizer.step()
+        return float(out.loss.detach())
+
+    return step
+
+
+def measure(sizes: dict[str, Any], log=print) -> dict[str, Any]:
+    """Paired, interleaved step timings of the two arms; returns the raw times and the statistics."""
+    import torch
+
+    from gammapo_spec import GammaPOConfig
+
+    model, model_name = _model(sizes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = _batch(sizes)
+    arms = {
+        "simpo": _make_step(model, optimizer, GammaPOConfig(loss="simpo"), batch),
+        "gamma-simpo": _make_step(model, optimizer, GammaPOConfig(loss="gamma-simpo"), batch),
+    }
+    for _ in range(sizes["warmup"]):
+        for step in arms.values():
+            step()
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for i in range(sizes["pairs_timed"]):
+        order = ["simpo", "gamma-simpo"] if i % 2 == 0 else ["gamma-simpo", "simpo"]
+        for name in order:
+            start = time.perf_counter()
+            arms[name]()
+            times[name].append(time.perf_counter() - start)
+    ratios = [g / s - 1.0 for g, s in zip(times["gamma-simpo"], times["simpo"])]
+    result = {
+        "model": model_name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "times_s": times,
+        "simpo_s": stats(times["simpo"]),
+        "gamma_simpo_s": stats(times["gamma-simpo"]),
+        "overhead": stats(ratios),
+        "overhead_of_medians": stats(times["gamma-simpo"])["median"] / stats(times["simpo"])["median"] - 1.0,
+    }
+    o = result["overhead"]
+    log(f"  {model_name}: simpo {1e3 * result['simpo_s']['median']:.2f} ms, gamma-simpo "
+        f"{1e3 * result['gamma_simpo_s']['median']:.2f} ms, overhead median {100 * o['median']:+.2f}% "
+        f"(IQR {100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%)")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (``--quick``: tiny model; ``--out DIR``); returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_step_overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    machine = machine_info()
+    print(f"[{NAME}] {machine_line(machine)}", flush=True)
+    r = measure(sizes, lambda s: print(s, flush=True))
+    o = r["overhead"]
+    lines = [
+        "# Training-step overhead of γ-SimPO over SimPO (CPU)",
+        "",
+        f"Machine: {machine_line(machine)}. No GPU was available: no GPU numbers are reported.",
+        "",
+        f"Model: {r['model']} ({r['parameters']:,} parameters; vocab {sizes['vocab']}, d_model {sizes['d_model']}, "
+        f"{sizes['layers']} layers, T = {sizes['seq']}), {sizes['pairs']} pairs per step, AdamW, float32. "
+        "γ-SimPO: released recipe with queue calibration (256 gaps, mirror K = 20); SimPO: same β and γ0. "
+        f"{sizes['pairs_timed']} paired steps in ABBA order after {sizes['warmup']} warm-up steps per arm."
+        + (" **Quick mode: tiny sizes.**" if args.quick else ""),
+        "",
+    ]
+    lines += markdown_table(
+        ["arm", "median step ms", "IQR ms"],
+        [[name, f"{1e3 * s['median']:.2f}", f"{1e3 * s['q1']:.2f}–{1e3 * s['q3']:.2f}"]
+         for name, s in (("simpo", r["simpo_s"]), ("gamma-simpo", r["gamma_simpo_s"]))],
+    )
+    lines += [
+        "",
+        f"**Overhead of γ-SimPO: {100 * o['median']:+.2f}%** (median of paired ratios; IQR {100 * o['q1']:+.2f}% … "
+        f"{100 * o['q3']:+.2f}%; ratio of the arms' medians {100 * r['overhead_of_medians']:+.2f}%). "
+        f"Target ≤ 2%: {'met' if o['median'] <= 0.02 else 'NOT met'} on this model and machine.",
+    ]
+    paths = write_results(NAME, args.out, lines, {"machine": machine, "sizes": sizes, **r})
+    print("\n".join(lines[-1:]))
+    print(f"[{NAME}] wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
