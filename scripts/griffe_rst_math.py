@@ -11,6 +11,7 @@ the docstring text only (the source files are untouched):
 * ``.. code-block:: lang`` blocks and doctest (``>>>``) blocks → fenced code blocks (Markdown would
   read ``>>>`` as nested quotes and ``x[0]`` as a link);
 * simple tables (``====  ====`` rules) → Markdown tables;
+* ``text::`` before a literal block → ``text:`` (the indented block stays a Markdown code block);
 * a ``Raises:`` line naming two exceptions (``A: why. B: why``) → two entries;
 * section titles underlined with ``---`` or ``===`` → bold lines (a heading inside an API entry would
   break the page's table of contents).
@@ -138,6 +139,8 @@ def rst_to_markdown(text: str) -> str:
             else:
                 out += [pad + "```" + (arg or "text")] + [pad + b for b in body] + [pad + "```"]
             continue
+        if line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
+            line = line.rstrip()[:-1]  # reST "text::" introduces a literal block: Markdown indents it
         if line.lstrip().startswith(">>>"):
             pad = line[: _indent(line)]
             body = []

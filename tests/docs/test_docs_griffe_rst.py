@@ -49,3 +49,7 @@ def test_rst_to_markdown_underlined_title_becomes_bold() -> None:
 def test_rst_to_markdown_splits_two_exceptions_on_one_line() -> None:
     text = "Raises:\n    StateError: bad state. InputError: bad gaps (checked\n    eagerly)."
     assert rst_to_markdown(text) == "Raises:\n    StateError: bad state.\n    InputError: bad gaps (checked\n        eagerly)."
+
+
+def test_rst_to_markdown_literal_block_marker() -> None:
+    assert rst_to_markdown("Example (runnable)::\n\n    trainer.train()") == "Example (runnable):\n\n    trainer.train()"
