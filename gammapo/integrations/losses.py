@@ -15,8 +15,9 @@ Every loss of the spec is registered, plain and with dynamic margins (``dpo``, `
     h_i = u_{w,i} - u_{l,i},\qquad \gamma = \texttt{calibrate}(h)\ (\text{stop-gradient}),\qquad
     \mathcal L = \tfrac1N \textstyle\sum_i \ell\big(h_i - m^\text{base}_i - (\gamma_i - \gamma_0)\big),
 
-and logs ``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max`` of the calibrated γ (for a
-plain loss, γ_i = γ0 for every pair). Another method (β-DPO, ε-DPO, …) plugs in with
+and, for the ``gamma-`` losses, logs ``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max`` of
+the calibrated γ (γ_i = m_i − m_i^base + γ0; in queue mode the mean over the whole calibration set is
+γ0, the mean over the current batch need not be). Another method (β-DPO, ε-DPO, …) plugs in with
 :func:`register_pair_loss`; a loss that needs more than summed log-probs can subclass the trainer.
 
 Example:
@@ -130,7 +131,9 @@ class GammaPOPairLoss(PairLoss):
             out = self.inner(**inputs)
         else:  # evaluation: calibrate against the current state, keep it unchanged
             out, _ = gamma_po_loss(cfg, self.inner.state, process_group=self.inner.process_group, **inputs)
-        # γ_i = m_i − m_i^base + γ0 (for a plain loss m = m^base, so γ_i = γ0)
+        if not cfg.dynamic_margins:
+            return PairLossOutput(out.loss, out.chosen_rewards, out.rejected_rewards, {})
+        # γ_i = m_i − m_i^base + γ0
         base = target_margins(
             cfg.replace(loss=cfg.base_loss), out.margins.shape[0],
             chosen_lengths=inputs.get("chosen_lengths"), rejected_lengths=inputs.get("rejected_lengths"),

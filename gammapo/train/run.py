@@ -38,6 +38,7 @@ class RunConfig:
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
     max_length: int | None = 1024
+    save_total_limit: int | None = 1
 
 
 @dataclasses.dataclass
@@ -60,7 +61,11 @@ def dpo_config(run: RunConfig, **extra: Any):
     """The ``trl.DPOConfig`` of a run: CPU-friendly (float32, no gradient checkpointing, no tqdm)."""
     from trl import DPOConfig
 
-    save = {"save_strategy": "no"} if run.save_steps is None else {"save_strategy": "steps", "save_steps": run.save_steps}
+    save = (
+        {"save_strategy": "no"}
+        if not run.save_steps
+        else {"save_strategy": "steps", "save_steps": run.save_steps, "save_total_limit": run.save_total_limit}
+    )
     return DPOConfig(
         output_dir=run.output_dir,
         num_train_epochs=run.epochs,
@@ -147,13 +152,17 @@ def train_method(
     ref_model=None,
     callbacks: Sequence[Any] = (),
     resume: str | bool | None = None,
+    eval_pairs: list[dict] | None = None,
 ):
     """Build a :class:`GammaPOTrainer` for ``loss`` and train ``model`` on ``train_pairs``; returns the trainer.
 
     For a reference-based loss and no ``ref_model`` the reference is a frozen copy of ``model``
-    (a model built from a config has no path TRL could reload it from).
+    (a model built from a config has no path TRL could reload it from). ``eval_pairs`` become the
+    trainer's ``eval_dataset`` (``trainer.evaluate()`` then reports TRL's ``eval_rewards/*``). TRL's
+    printed log lines are switched off (pass a progress callback instead).
     """
     from datasets import Dataset
+    from transformers import PrinterCallback
 
     from gammapo.integrations.losses import make_pair_loss
     from gammapo.integrations.trl import GammaPOTrainer
@@ -168,10 +177,12 @@ def train_method(
         ref_model=ref_model if pair_loss.needs_reference else None,
         args=dpo_config(run),
         train_dataset=Dataset.from_list(train_pairs),
+        eval_dataset=Dataset.from_list(eval_pairs) if eval_pairs else None,
         processing_class=tokenizer,
         loss=pair_loss,
         callbacks=list(callbacks),
     )
+    trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 
