@@ -14,16 +14,20 @@ Variants (γ-SimPO with the released recipe, queue calibration, every token scor
   torch chunked implementation, ``compiled=False``, one pair per chunk) when ``liger_kernel`` is
   importable; otherwise the report says it did not run.
 
-Measurement method. Each measurement runs in a **fresh subprocess** so that no allocator cache or
-earlier peak leaks between variants. After building the inputs (hidden states, LM head, labels,
-state) the worker records its resident set (``VmRSS`` from ``/proc/self/status``) and resets the
-kernel's peak-RSS counter (writing ``5`` to ``/proc/self/clear_refs``); after one warm-up and
-``iters`` timed forward+backward steps it reads the peak (``VmHWM``). **Peak extra memory = VmHWM −
-VmRSS at setup**: every byte the step touched (logits, softmax, gradients, ``W.grad``, allocator
-and library workspaces), with the inputs excluded. Where ``clear_refs`` is not writable the
-baseline falls back to the setup's own peak (reported). Time is the median wall time of the timed
-steps (``time.perf_counter``); variants run interleaved, in rotated order, ``reps`` times, and the
-reported ratios are the medians over repetitions of the per-repetition ratio fused/unfused.
+Measurement method.
+
+* **Memory**: each variant runs in a **fresh subprocess**, so no allocator cache or earlier peak
+  leaks between variants. Once the inputs (hidden states, LM head, labels, state) are built the
+  worker records its resident set (``VmRSS`` from ``/proc/self/status``) and resets the kernel's
+  peak-RSS counter (writing ``5`` to ``/proc/self/clear_refs``); after a warm-up and a second
+  forward+backward step it reads the peak (``VmHWM``). **Peak extra memory = VmHWM − VmRSS after
+  setup**: every byte the step touched (logits, softmax, gradients, ``W.grad``, allocator and
+  library workspaces), the inputs excluded. Where ``clear_refs`` is not writable the baseline falls
+  back to the setup's own peak (flagged ``peak_reset: false`` in the JSON).
+* **Time**: all variants in one subprocess on shared inputs (one warm-up step each), then
+  ``rounds`` rounds of one forward+backward step per variant in rotated order
+  (``time.perf_counter``); the time ratio is the median over rounds of ``t_variant / t_unfused``
+  within the same round, which cancels most of the load drift of a shared machine.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from typing import Any, Sequence
 from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
 
 NAME = "fused_loss"
-FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "reps": 3, "iters": 3, "chunks": (256, 1024, 2048)}
-QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "reps": 1, "iters": 1, "chunks": ()}
+FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "rounds": 7, "sweep": (256, 1024, 2048)}
+QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "sweep": (), "liger": False}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,12 +66,12 @@ def _reset_peak() -> bool:
         return False
 
 
-def _build(spec: dict[str, Any]):
+def _inputs(spec: dict[str, Any]):
     import torch
 
-    import gammapo_torch as T
     from gammapo_spec import GammaPOConfig
-    from gammapo_torch.fused_loss import fused_gamma_po_loss, unfused_gamma_po_loss
+
+    import gammapo_torch as T
 
     torch.manual_seed(0)
     b, t, h, v = spec["pairs"], spec["seq"], spec["hidden"], spec["vocab"]
@@ -76,66 +80,76 @@ def _build(spec: dict[str, Any]):
     w = (torch.randn(v, h) * h**-0.5).requires_grad_()
     yw, yl = torch.randint(0, v, (b, t)), torch.randint(0, v, (b, t))
     cfg = GammaPOConfig(loss="gamma-simpo")  # released Llama-3 recipe: β = 10, γ0/β = 0.4, τ = 10, queue
-    state = T.init_state(cfg, seed=0)
-    variant = spec["variant"]
+    return {"hw": hw, "hl": hl, "w": w, "yw": yw, "yl": yl, "cfg": cfg, "state": T.init_state(cfg, seed=0)}
+
+
+def _loss_fn(x: dict[str, Any], variant: str, chunk: int | None):
+    """A closure computing one variant's scalar loss on the inputs ``x`` (forward only)."""
+    import torch
+
+    from gammapo_torch.fused_loss import fused_gamma_po_loss, unfused_gamma_po_loss
+
+    common = dict(chosen_hidden=x["hw"], rejected_hidden=x["hl"], weight=x["w"], chosen_labels=x["yw"], rejected_labels=x["yl"])
     if variant == "unfused":
-        def loss():
-            out, _ = unfused_gamma_po_loss(cfg, state, chosen_hidden=hw, rejected_hidden=hl, weight=w,
-                                           chosen_labels=yw, rejected_labels=yl)
-            return out.loss
-    elif variant == "fused":
-        def loss():
-            out, _ = fused_gamma_po_loss(cfg, state, chosen_hidden=hw, rejected_hidden=hl, weight=w,
-                                         chosen_labels=yw, rejected_labels=yl, chunk_size=spec["chunk"])
-            return out.loss
-    elif variant == "liger_simpo":
+        return lambda: unfused_gamma_po_loss(x["cfg"], x["state"], **common)[0].loss
+    if variant == "fused":
+        return lambda: fused_gamma_po_loss(x["cfg"], x["state"], **common, chunk_size=chunk)[0].loss
+    if variant == "liger_simpo":
         from liger_kernel.chunked_loss import LigerFusedLinearSimPOLoss
 
+        cfg = x["cfg"]
         liger = LigerFusedLinearSimPOLoss(beta=cfg.beta, gamma=cfg.gamma0, compute_nll_loss=False, compiled=False, chunk_size=1)
-        target = torch.cat([yw, yl])
+        target = torch.cat([x["yw"], x["yl"]])
 
         def loss():
-            out = liger(w, torch.cat([hw, hl]), target)
+            out = liger(x["w"], torch.cat([x["hw"], x["hl"]]), target)
             return out[0] if isinstance(out, tuple) else out
-    else:
-        raise ValueError(variant)
-    return loss, (hw, hl, w)
+
+        return loss
+    raise ValueError(variant)
+
+
+def _fwd_bwd(x: dict[str, Any], loss_fn) -> tuple[float, float]:
+    """One forward+backward from cleared gradients: ``(seconds, loss value)``."""
+    for k in ("hw", "hl", "w"):
+        x[k].grad = None
+    start = time.perf_counter()
+    loss = loss_fn()
+    loss.backward()
+    elapsed = time.perf_counter() - start
+    return elapsed, float(loss.detach())
+
+
+def _key(variant: str, chunk: int | None) -> str:
+    return variant if chunk is None else f"{variant}@{chunk}"
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Measure one variant in this process (see the module docstring); returns a JSON-able dict."""
+    """Run in a fresh process. ``mode="memory"``: one variant, peak extra RSS over a warm-up and a
+    measured step. ``mode="time"``: all listed variants on shared inputs, ``rounds`` rounds of one
+    step each in rotated order (after one warm-up step each). Returns a JSON-able dict."""
     import gc
 
-    import torch
-
-    loss_fn, params = _build(spec)
-    gc.collect()
-    baseline = _status_kib("VmRSS")
-    reset = _reset_peak()
-    if not reset:
-        baseline = _status_kib("VmHWM")
-    times, value = [], None
-    for i in range(1 + spec["iters"]):
-        for p in params:
-            p.grad = None
-        start = time.perf_counter()
-        loss = loss_fn()
-        loss.backward()
-        elapsed = time.perf_counter() - start
-        value = float(loss)
-        if i > 0:
-            times.append(elapsed)
-        del loss
-    peak = _status_kib("VmHWM")
-    return {
-        "peak_extra_mib": (peak - baseline) / 1024.0,
-        "baseline_mib": baseline / 1024.0,
-        "peak_reset": reset,
-        "time_s": stats(times)["median"],
-        "times_s": times,
-        "loss": value,
-        "threads": torch.get_num_threads(),
-    }
+    x = _inputs(spec)
+    if spec["mode"] == "memory":
+        loss_fn = _loss_fn(x, spec["variant"], spec["chunk"])
+        gc.collect()
+        baseline = _status_kib("VmRSS")
+        reset = _reset_peak()
+        if not reset:
+            baseline = _status_kib("VmHWM")
+        runs = [_fwd_bwd(x, loss_fn) for _ in range(2)]
+        peak = _status_kib("VmHWM")
+        return {"peak_extra_mib": (peak - baseline) / 1024.0, "baseline_mib": baseline / 1024.0, "peak_reset": reset,
+                "loss": runs[-1][1], "step_s": runs[-1][0]}
+    fns = {_key(v, c): _loss_fn(x, v, c) for v, c in spec["variants"]}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    losses = {k: _fwd_bwd(x, fn)[1] for k, fn in fns.items()}  # warm-up
+    keys = list(fns)
+    for r in range(spec["rounds"]):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            times[k].append(_fwd_bwd(x, fns[k])[0])
+    return {"times_s": times, "loss": losses}
 
 
 def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -160,60 +174,48 @@ def _liger_available() -> str | None:
 def _measure(sizes: dict[str, Any], log) -> dict[str, Any]:
     from gammapo_torch.fused_loss import DEFAULT_CHUNK_SIZE
 
-    liger_missing = _liger_available()
-    variants = [("unfused", None), ("fused", DEFAULT_CHUNK_SIZE)] + ([("liger_simpo", None)] if liger_missing is None else [])
-    runs: list[dict[str, Any]] = []
+    liger_missing = _liger_available() if sizes.get("liger", True) else "not run in quick mode"
+    variants = [("unfused", None), ("fused", DEFAULT_CHUNK_SIZE)]
+    variants += [("liger_simpo", None)] if liger_missing is None else []
+    variants += [("fused", c) for c in sizes["sweep"] if c != DEFAULT_CHUNK_SIZE]
+    memory, timing = [], []
     for hidden in sizes["hiddens"]:
-        base = {k: sizes[k] for k in ("vocab", "seq", "pairs", "iters")} | {"hidden": hidden}
-        for rep in range(sizes["reps"]):
-            order = variants[rep % len(variants):] + variants[: rep % len(variants)]
-            for variant, chunk in order:
-                spec = base | {"variant": variant, "chunk": chunk}
-                result = _run_worker(spec) | {"spec": spec, "rep": rep}
-                runs.append(result)
-                log(f"  H={hidden} rep {rep} {variant:12s} chunk={chunk}: "
-                    + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB, {result['time_s']:.2f} s"))
-        for chunk in sizes["chunks"]:
-            spec = base | {"variant": "fused", "chunk": chunk, "sweep": True}
-            result = _run_worker(spec) | {"spec": spec, "rep": 0}
-            runs.append(result)
-            log(f"  H={hidden} sweep fused chunk={chunk}: "
-                + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB, {result['time_s']:.2f} s"))
-    return {"runs": runs, "liger_missing": liger_missing, "default_chunk": DEFAULT_CHUNK_SIZE}
+        base = {k: sizes[k] for k in ("vocab", "seq", "pairs")} | {"hidden": hidden}
+        for variant, chunk in variants:
+            result = _run_worker(base | {"mode": "memory", "variant": variant, "chunk": chunk})
+            memory.append(result | {"hidden": hidden, "key": _key(variant, chunk)})
+            log(f"  H={hidden} memory {_key(variant, chunk):16s}: "
+                + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB extra (step {result['step_s']:.2f} s)"))
+        result = _run_worker(base | {"mode": "time", "variants": variants, "rounds": sizes["rounds"]})
+        timing.append(result | {"hidden": hidden})
+        if "error" in result:
+            log(f"  H={hidden} timing: {result['error']}")
+        else:
+            log(f"  H={hidden} timing medians: "
+                + ", ".join(f"{k} {stats(t)['median']:.2f} s" for k, t in result["times_s"].items()))
+    return {"memory": memory, "timing": timing, "liger_missing": liger_missing, "default_chunk": DEFAULT_CHUNK_SIZE}
 
 
-def _summarise(sizes: dict[str, Any], measured: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    rows, sweep = [], []
-    ok = [r for r in measured["runs"] if "error" not in r]
+def _summarise(sizes: dict[str, Any], measured: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
     for hidden in sizes["hiddens"]:
-        main = [r for r in ok if r["spec"]["hidden"] == hidden and not r["spec"].get("sweep")]
-        unfused = {r["rep"]: r for r in main if r["spec"]["variant"] == "unfused"}
-        for variant in ("unfused", "fused", "liger_simpo"):
-            these = [r for r in main if r["spec"]["variant"] == variant]
-            if not these:
-                continue
-            paired = [(r, unfused[r["rep"]]) for r in these if r["rep"] in unfused]
+        mem = {m["key"]: m for m in measured["memory"] if m["hidden"] == hidden and "error" not in m}
+        timing = next((t for t in measured["timing"] if t["hidden"] == hidden and "error" not in t), None)
+        times = timing["times_s"] if timing else {}
+        keys = list(dict.fromkeys(list(mem) + list(times)))
+        for key in keys:
+            t = times.get(key)
+            base_t = times.get("unfused")
             rows.append({
                 "hidden": hidden,
-                "variant": variant,
-                "chunk": these[0]["spec"]["chunk"],
-                "peak_mib": stats(r["peak_extra_mib"] for r in these),
-                "time_s": stats(r["time_s"] for r in these),
-                "mem_ratio": stats(a["peak_extra_mib"] / b["peak_extra_mib"] for a, b in paired) if paired else None,
-                "time_ratio": stats(a["time_s"] / b["time_s"] for a, b in paired) if paired else None,
-                "loss": these[0]["loss"],
+                "key": key,
+                "peak_mib": mem[key]["peak_extra_mib"] if key in mem else None,
+                "mem_ratio": mem[key]["peak_extra_mib"] / mem["unfused"]["peak_extra_mib"] if key in mem and "unfused" in mem else None,
+                "time_s": stats(t) if t else None,
+                "time_ratio": stats(a / b for a, b in zip(t, base_t)) if t and base_t else None,
+                "loss": timing["loss"].get(key) if timing else mem.get(key, {}).get("loss"),
             })
-        ref = next((r for r in rows if r["hidden"] == hidden and r["variant"] == "unfused"), None)
-        for r in (x for x in ok if x["spec"]["hidden"] == hidden and x["spec"].get("sweep")):
-            sweep.append({
-                "hidden": hidden,
-                "chunk": r["spec"]["chunk"],
-                "peak_mib": r["peak_extra_mib"],
-                "time_s": r["time_s"],
-                "mem_ratio": r["peak_extra_mib"] / ref["peak_mib"]["median"] if ref else None,
-                "time_ratio": r["time_s"] / ref["time_s"]["median"] if ref else None,
-            })
-    return rows, sweep
+    return rows
 
 
 def _fmt(s: dict[str, float] | None, digits: int = 2) -> str:
@@ -222,58 +224,62 @@ def _fmt(s: dict[str, float] | None, digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
 
 
-def _report(sizes, measured, rows, sweep, machine, quick: bool) -> list[str]:
+def _report(sizes, measured, rows, machine, quick: bool) -> list[str]:
+    default = f"fused@{measured['default_chunk']}"
     lines = [
         "# Fused γ-PO loss: peak memory and forward+backward time (CPU)",
         "",
         f"Machine: {machine_line(machine)}. No GPU was available for this run: no GPU numbers are reported.",
         "",
         f"Sizes: V = {sizes['vocab']}, T = {sizes['seq']}, B = {sizes['pairs']} pairs (2B = {2 * sizes['pairs']} sequences, "
-        f"{2 * sizes['pairs'] * sizes['seq']} scored tokens), float32, γ-SimPO (β = 10, γ0/β = 0.4, τ = 10, queue "
-        f"calibration). {sizes['reps']} interleaved repetitions × (1 warm-up + {sizes['iters']} timed steps)."
-        + (" **Quick mode: tiny sizes, not the target configuration.**" if quick else ""),
+        f"{2 * sizes['pairs'] * sizes['seq']} scored tokens, no padding), float32, γ-SimPO (β = 10, γ0/β = 0.4, τ = 10, "
+        "queue calibration)." + (" **Quick mode: tiny sizes, not the target configuration.**" if quick else ""),
         "",
-        "Method: each measurement in a fresh subprocess; peak extra memory = peak RSS (VmHWM, reset via "
-        "`/proc/self/clear_refs` after setup) − RSS after setup (inputs, LM head and state excluded; "
-        "`W.grad`, logits, softmax buffers and workspaces included). Time: median wall time of the timed "
-        "fwd+bwd steps. Ratios: median over repetitions of the per-repetition ratio to `unfused` "
-        "(cells: median [min, max]).",
+        "Method. *Memory*: each variant in a fresh subprocess; peak extra memory = peak RSS (VmHWM, reset through "
+        "`/proc/self/clear_refs` once the inputs are built) − RSS at that point, over a warm-up and a second "
+        "fwd+bwd step (inputs, LM head and state excluded; `W.grad`, logits, softmax buffers, allocator and "
+        "library workspaces included). *Time*: all variants in one subprocess on shared inputs, one warm-up "
+        f"step each, then {sizes['rounds']} rounds of one fwd+bwd step per variant in rotated order; time ratio = "
+        "median over rounds of t_variant / t_unfused in the same round (cells: median [min, max]).",
         "",
     ]
     table = []
     for r in rows:
         table.append([
-            r["hidden"], r["variant"], r["chunk"] or "—", _fmt(r["peak_mib"], 0), _fmt(r["mem_ratio"], 3),
-            _fmt(r["time_s"]), _fmt(r["time_ratio"], 3), f"{r['loss']:.6f}",
+            r["hidden"], r["key"],
+            "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}",
+            "—" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}",
+            _fmt(r["time_s"]), _fmt(r["time_ratio"], 3),
+            "—" if r["loss"] is None else f"{r['loss']:.6f}",
         ])
-    lines += markdown_table(["H", "variant", "chunk", "peak extra MiB", "memory / unfused", "fwd+bwd s", "time / unfused", "loss"], table)
-    if sweep:
-        lines += ["", "Chunk-size sweep of the fused path (one run each; ratios against the unfused median above):", ""]
-        lines += markdown_table(
-            ["H", "chunk", "peak extra MiB", "memory / unfused", "fwd+bwd s", "time / unfused"],
-            [[s["hidden"], s["chunk"], f"{s['peak_mib']:.0f}", f"{s['mem_ratio']:.3f}", f"{s['time_s']:.2f}", f"{s['time_ratio']:.3f}"] for s in sweep],
-        )
-    lines += ["", "Targets (issue 9): fused peak ≤ 35% of unfused, fwd+bwd time ≤ 1.3× unfused."]
+    lines += markdown_table(["H", "variant@chunk", "peak extra MiB", "memory / unfused", "fwd+bwd s", "time / unfused", "loss"], table)
+    lines += ["", f"Targets (issue 9), default chunk ({default}): fused peak ≤ 35% of unfused, fwd+bwd time ≤ 1.3× unfused."]
     for r in rows:
-        if r["variant"] == "fused" and r["mem_ratio"] and r["time_ratio"]:
-            m, t = r["mem_ratio"]["median"], r["time_ratio"]["median"]
+        if r["key"] == default and r["mem_ratio"] is not None and r["time_ratio"] is not None:
+            m, t = r["mem_ratio"], r["time_ratio"]["median"]
             lines.append(
                 f"- H = {r['hidden']}: memory {100 * m:.1f}% of unfused ({'met' if m <= 0.35 else 'NOT met'}), "
                 f"time {t:.2f}× ({'met' if t <= 1.3 else 'NOT met'})."
             )
+    lines += [
+        "",
+        "The fused path computes the logits twice (pass 1 for the log-probs, pass 2 in backward), one more "
+        "[tokens × H × V] product than the unfused path, and in exchange never allocates the [2B, T, V] logits, "
+        "their log-softmax or its gradient.",
+    ]
     if measured["liger_missing"]:
         lines += ["", f"Liger-Kernel's fused SimPO loss did not run here: {measured['liger_missing']}."]
     else:
         lines += [
             "",
-            "`liger_simpo` is Liger-Kernel's `LigerFusedLinearSimPOLoss` (constant margin γ0, no calibration; its "
-            "chunked loss is plain torch, run with `compiled=False` and one pair per chunk, so each chunk still "
-            "holds the [2, T, V] logits of one pair). Its loss differs from the γ-SimPO rows because the margins "
-            "differ (constant vs calibrated).",
+            "`liger_simpo` is Liger-Kernel's `LigerFusedLinearSimPOLoss` (liger-kernel, constant margin γ0, no "
+            "calibration; its chunked loss is plain torch, run with `compiled=False` and one pair per chunk, so "
+            "each chunk holds the [2, T, V] logits of one pair). Its loss differs from the γ-SimPO rows because "
+            "the margins differ (constant vs calibrated).",
         ]
-    errors = [r for r in measured["runs"] if "error" in r]
+    errors = [m for m in measured["memory"] + measured["timing"] if "error" in m]
     if errors:
-        lines += ["", "Runs that failed:"] + [f"- {r['spec']}: {r['error']}" for r in errors]
+        lines += ["", "Runs that failed:"] + [f"- H = {e['hidden']} {e.get('key', 'timing')}: {e['error']}" for e in errors]
     return lines
 
 
@@ -286,18 +292,18 @@ def _plot(rows, path) -> str | None:
     except ImportError:
         return None
     hiddens = sorted({r["hidden"] for r in rows})
-    variants = [v for v in ("unfused", "fused", "liger_simpo") if any(r["variant"] == v for r in rows)]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    width = 0.8 / max(len(variants), 1)
-    for i, v in enumerate(variants):
+    keys = list(dict.fromkeys(r["key"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / max(len(keys), 1)
+    for i, k in enumerate(keys):
         xs = [j + i * width for j in range(len(hiddens))]
-        get = lambda key: [next((r[key]["median"] for r in rows if r["hidden"] == h and r["variant"] == v), 0) for h in hiddens]  # noqa: E731
-        axes[0].bar(xs, get("peak_mib"), width, label=v)
-        axes[1].bar(xs, get("time_s"), width, label=v)
-    for ax, title in zip(axes, ("peak extra memory (MiB)", "fwd+bwd time (s)")):
-        ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(hiddens))], [f"H={h}" for h in hiddens])
+        pick = [next((r for r in rows if r["hidden"] == h and r["key"] == k), None) for h in hiddens]
+        axes[0].bar(xs, [(r["peak_mib"] or 0) if r else 0 for r in pick], width, label=k)
+        axes[1].bar(xs, [r["time_s"]["median"] if r and r["time_s"] else 0 for r in pick], width, label=k)
+    for ax, title in zip(axes, ("peak extra memory (MiB)", "fwd+bwd time, median (s)")):
+        ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(hiddens))], [f"H={h}" for h in hiddens])
         ax.set_title(title)
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     fig.suptitle("γ-SimPO loss from hidden states, CPU (no GPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -310,26 +316,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fused_loss", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for smoke tests")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds per variant")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     sizes = dict(QUICK if args.quick else FULL)
-    if args.reps:
-        sizes["reps"] = args.reps
+    if args.rounds:
+        sizes["rounds"] = args.rounds
     machine = machine_info()
     print(f"[{NAME}] {machine_line(machine)}", flush=True)
     measured = _measure(sizes, lambda s: print(s, flush=True))
-    rows, sweep = _summarise(sizes, measured)
-    lines = _report(sizes, measured, rows, sweep, machine, args.quick)
-    data = {"machine": machine, "sizes": sizes, "quick": args.quick, "rows": rows, "sweep": sweep, **measured}
+    rows = _summarise(sizes, measured)
+    lines = _report(sizes, measured, rows, machine, args.quick)
+    data = {"machine": machine, "sizes": sizes, "quick": args.quick, "rows": rows, **measured}
     paths = write_results(NAME, args.out, lines, data)
     png = _plot(rows, paths[0].with_suffix(".png"))
-    print("\n".join(lines[-8:]))
+    print("\n".join(line for line in lines if line.startswith("- H =")))
     print(f"[{NAME}] wrote {', '.join(map(str, paths + ([png] if png else [])))}")
-    return 1 if any("error" in r for r in measured["runs"]) else 0
+    return 1 if any("error" in r for r in measured["memory"] + measured["timing"]) else 0
 
 
 if __name__ == "__main__":
