@@ -32,6 +32,16 @@ def _missing_frameworks(path: Path) -> list[str]:
     return [name for name in OPTIONAL_FRAMEWORKS if name in imported and importlib.util.find_spec(name) is None]
 
 
+_OUTPUTS: dict[Path, str] = {}
+
+
+def _stdout(path: Path) -> str:
+    """The stdout of ``path`` run without arguments, once per session (several tests read it)."""
+    if path not in _OUTPUTS:
+        _OUTPUTS[path] = _run(path, []).stdout
+    return _OUTPUTS[path]
+
+
 def _run(path: Path, args: list[str]) -> subprocess.CompletedProcess:
     missing = _missing_frameworks(path)
     if missing:
@@ -66,26 +76,37 @@ def test_docs_choose_tau_plot_is_committed_and_regenerates(tmp_path: Path) -> No
     assert "mirror vs exact" in proc.stdout
 
 
+# Pages that quote a snippet's output verbatim (beside including its source).
+QUOTED_OUTPUT = {
+    "distributed_jax.py": ["howto/distributed.md"],
+    "loop_torch.py": ["howto/torch-loop.md", "howto/backends.md"],
+    "loop_jax.py": ["howto/jax-optax.md", "howto/backends.md"],
+}
+
+
 @pytest.mark.parametrize("path", SNIPPETS, ids=[p.name for p in SNIPPETS])
 def test_docs_snippet_runs(path: Path) -> None:
-    _run(path, [])
+    out = _stdout(path)
+    for page in QUOTED_OUTPUT.get(path.name, []):
+        text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+        assert out.strip() in text, f"docs/{page} quotes output that {path.name} no longer prints:\n{out}"
 
 
-def test_docs_snippets_print_the_same_numbers() -> None:
-    """The NumPy, PyTorch and JAX tabs of howto/backends.md compute the same step."""
+@pytest.mark.parametrize("group", ["step", "loop"])
+def test_docs_snippets_print_the_same_numbers(group: str) -> None:
+    """The NumPy, PyTorch and JAX tabs of howto/backends.md compute the same thing, and the page
+    quotes what they print."""
     outputs = {}
     for framework in ("numpy", "torch", "jax"):
-        path = ROOT / "docs" / "snippets" / f"step_{framework}.py"
+        path = ROOT / "docs" / "snippets" / f"{group}_{framework}.py"
         if _missing_frameworks(path):
             continue
-        outputs[framework] = _run(path, []).stdout
-    if len(outputs) < 2:
-        pytest.skip("fewer than two of numpy/torch/jax are installed")
+        outputs[framework] = _stdout(path)
     reference = outputs["numpy"]
     for framework, out in outputs.items():
-        assert out == reference, f"step_{framework}.py printed\n{out}\nbut step_numpy.py printed\n{reference}"
+        assert out == reference, f"{group}_{framework}.py printed\n{out}\nbut {group}_numpy.py printed\n{reference}"
     page = (ROOT / "docs" / "howto" / "backends.md").read_text(encoding="utf-8")
-    assert reference.strip() in page, "howto/backends.md quotes output that the snippets no longer print"
+    assert reference.strip() in page, f"howto/backends.md quotes output that {group}_numpy.py no longer prints"
 
 
 def _doctest_blocks(page: Path) -> list[str]:
