@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             for page in args.pages:
-                png = args.out / (page.strip("/").replace("/", "_") + ".png")
-                url = f"http://127.0.0.1:{server.server_port}/{page.strip('/')}/"
+                png = args.out / ((page.strip("/") or "index").replace("/", "_") + ".png")
+                path = page.strip("/")
+                path = "" if path in ("", "index") else path + "/"
+                url = f"http://127.0.0.1:{server.server_port}/{path}"
                 subprocess.run(
                     [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                      f"--window-size={args.size}", "--virtual-time-budget=5000", f"--screenshot={png}", url],
