@@ -117,6 +117,8 @@ class GammaPOTrainer(DPOTrainer):
         if self._reference_free and ref_model is None:
             args.precompute_ref_log_probs = True  # TRL then loads no reference model; see _precompute_ref_logps
         super().__init__(model, ref_model, args, **kwargs)
+        if self._reference_free:
+            self.precompute_ref_logps = False  # nothing was precomputed; evaluate() must not try either
         if self.aux_loss_enabled:
             raise ValueError("GammaPOTrainer does not add MoE router auxiliary losses; set router_aux_loss_coef=0")
         self.pair_loss.to(self.accelerator.device)
