@@ -172,8 +172,10 @@ def sample_candidates(state: QueueState, n_candidates: int) -> tuple[torch.Tenso
     keys = slot_keys(stream_key(state.seed, STREAM_SAMPLE, state.step), cap)
     slot = torch.arange(cap, device=keys.device)
     keys = torch.where(slot < state.size, keys, torch.full_like(keys, 1 << 32))
-    order = torch.sort(keys, stable=True).indices
-    return order[:n_candidates], torch.clamp(state.size, max=n_candidates)
+    # the n_candidates smallest keys in increasing order (valid keys are distinct and below 2**32;
+    # ties among the invalid ones are masked by the calibration, so their order does not matter)
+    slots = torch.topk(keys, n_candidates, largest=False, sorted=True).indices
+    return slots, torch.clamp(state.size, max=n_candidates)
 
 
 def push_gaps(state: QueueState, gaps: torch.Tensor) -> QueueState:
