@@ -1,0 +1,126 @@
+"""``gammapo train`` end to end: the default study in its reduced size, a local model and preference
+file (standard and conversational), and bad input stopping with exit status 2 before training."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from gammapo.train.cli import main  # noqa: E402
+from gammapo.train.task import SyntheticTask  # noqa: E402
+from gammapo.train.tiny import build_model, build_tokenizer  # noqa: E402
+
+TASK = SyntheticTask()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny model and tokenizer saved with save_pretrained (a chat template for conversational data)."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = build_tokenizer(TASK.words)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    build_model(len(tok), seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_cli_quick_default_prints_table_and_writes_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["--quick", "--out", str(out), "--save-steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("DPO", "SimPO", "γ-DPO", "γ-SimPO", "clean-pair accuracy", "greedy r*"):
+        assert name in printed, f"{name!r} missing from the printed table:\n{printed}"
+    for f in ("report.md", "results.png", "results.json"):
+        assert (out / f).is_file(), f"{f} not written"
+    data = json.loads((out / "results.json").read_text())
+    assert [r["loss"] for r in data["summary"]] == ["dpo", "simpo", "gamma-dpo", "gamma-simpo"]
+    for row in data["summary"]:
+        assert 0.0 <= row["accuracy_mean"] <= 1.0 and -1.0 <= row["gen_reward_mean"] <= 1.0
+        assert f"{row['accuracy_mean']:.3f}" in printed, "the printed table shows the measured accuracy"
+    assert "clean-pair accuracy" in (out / "report.md").read_text()
+
+
+def test_cli_noise_sweep_with_seeds_reports_spread(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["--quick", "--methods", "gamma-simpo", "--noise", "0,0.3", "--seeds", "2", "--max-steps", "4",
+            "--out", str(out), "--save-steps", "0"]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [(r["noise"], r["seeds"]) for r in data["summary"]] == [(0.0, 2), (0.3, 2)]
+    assert "±" in capsys.readouterr().out
+    assert "accuracy vs label noise" in (out / "report.md").read_text()
+
+
+def test_cli_trains_local_model_on_jsonl_and_resumes(tmp_path, tiny_model_dir, capsys):
+    data = _jsonl(tmp_path / "prefs.jsonl", TASK.pairs(40, noise=0.0, seed=2))
+    out = tmp_path / "out"
+    argv = ["--model", tiny_model_dir, "--dataset", data, "--loss", "gamma-simpo", "--preset", "tiny",
+            "--max-steps", "4", "--batch-size", "8", "--save-steps", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "models" / "gamma-simpo-seed0" / "config.json").is_file()
+    summary = json.loads((out / "results.json").read_text())["summary"][0]
+    assert 0.0 <= summary["accuracy_mean"] <= 1.0, "held-out accuracy from TRL's eval_rewards/accuracies"
+    assert os.path.isfile(out / "checkpoints" / "gamma-simpo-seed0" / "checkpoint-4" / "gammapo_loss_state.pt")
+    # a second run with --resume continues from checkpoint-4 (already at max_steps: no further step)
+    assert main(argv[:-2] + ["--max-steps", "6", "--resume", "--out", str(out)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert runs[0]["steps"] == 6
+
+
+def test_cli_trains_on_conversational_format(tmp_path, tiny_model_dir):
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in TASK.pairs(24, noise=0.0, seed=4)]
+    data = _jsonl(tmp_path / "conv.jsonl", rows)
+    argv = ["--model", tiny_model_dir, "--dataset", data, "--loss", "gamma-dpo", "--preset", "tiny",
+            "--max-steps", "2", "--batch-size", "4", "--save-steps", "0", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([{"prompt": "q1", "chosen": " t1"}], "row 0: missing column(s) ['rejected']"),
+    ([{"question": "q1", "chosen": " t1", "rejected": " t2"}], "missing column(s) ['prompt']"),
+    ([{"prompt": "q1", "chosen": " t1", "rejected": " t2"}, {"prompt": "q2", "chosen": "  ", "rejected": " t2"}],
+     "row 1: 'chosen' is empty"),
+    ([{"prompt": [{"role": "user", "content": "q1"}], "chosen": [{"role": "assistant", "content": ""}],
+       "rejected": [{"role": "assistant", "content": "t2"}]}], "row 0: 'chosen' is empty"),
+])
+def test_cli_bad_dataset_exits_2_naming_the_problem(tmp_path, tiny_model_dir, capsys, rows, message):
+    data = _jsonl(tmp_path / "bad.jsonl", rows)
+    assert main(["--model", tiny_model_dir, "--dataset", data, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err, f"expected {message!r} in the error, got {err!r}"
+    assert not (tmp_path / "o").exists(), "nothing may be trained or written before the input is checked"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "/nonexistent/model", "--dataset", "x.jsonl"], "model path '/nonexistent/model' does not exist"),
+    (["--model", "MODEL", "--dataset", "/nonexistent.jsonl"], "dataset path '/nonexistent.jsonl' does not exist"),
+    (["--model", "MODEL"], "--model and --dataset go together"),
+    (["--methods", "dpo,gamma-nope"], "unknown loss(es) ['gamma-nope']"),
+    (["--noise", "0.7"], "--noise rates must lie in [0, 0.5)"),
+    (["--loss", "gamma-simpo", "--tau", "-1"], "tau must be a finite number > 0"),
+    (["--preset", "gpt5"], "unknown preset 'gpt5'"),
+])
+def test_cli_bad_arguments_exit_2(tmp_path, tiny_model_dir, capsys, argv, message):
+    argv = [tiny_model_dir if a == "MODEL" else a for a in argv]
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gammapo train: error:") and message in err, err
+
+
+def test_cli_malformed_jsonl_names_the_line(tmp_path, tiny_model_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q1", "chosen": " t1", "rejected": " t2"}\n{oops\n')
+    assert main(["--model", tiny_model_dir, "--dataset", str(bad)]) == 2
+    assert "line 2 is not valid JSON" in capsys.readouterr().err
