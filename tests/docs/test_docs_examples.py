@@ -22,8 +22,12 @@ TIMEOUT_S = 240
 # Top-level imports that decide whether a program can run here (package → import name).
 OPTIONAL_FRAMEWORKS = ("torch", "jax", "optax", "trl", "transformers", "datasets", "matplotlib")
 
-# Arguments that keep an example from writing into the checkout; "{tmp}" is a fresh folder.
-EXAMPLE_ARGS = {"choose_tau.py": ["--out", "{tmp}"]}
+# Arguments that keep an example short and out of the checkout; "{tmp}" is a fresh folder (also the
+# working directory). Examples not listed run with no arguments.
+EXAMPLE_ARGS = {
+    "choose_tau.py": ["--out", "{tmp}"],
+    "trl_gamma_simpo.py": ["--steps", "10", "--out", "{tmp}/trl-out"],
+}
 
 
 def _missing_frameworks(path: Path) -> list[str]:
@@ -42,12 +46,12 @@ def _stdout(path: Path) -> str:
     return _OUTPUTS[path]
 
 
-def _run(path: Path, args: list[str]) -> subprocess.CompletedProcess:
+def _run(path: Path, args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
     missing = _missing_frameworks(path)
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}, not installed here")
     proc = subprocess.run(
-        [sys.executable, str(path), *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S
+        [sys.executable, str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert proc.returncode == 0, f"{path.relative_to(ROOT)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -56,7 +60,7 @@ def _run(path: Path, args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_docs_example_runs(path: Path, tmp_path: Path) -> None:
     args = [a.replace("{tmp}", str(tmp_path)) for a in EXAMPLE_ARGS.get(path.name, [])]
-    _run(path, args)
+    _run(path, args, cwd=tmp_path)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
