@@ -6,7 +6,7 @@ deviation (``±``, 0 for one seed) and the min–max range in ``results.json``.
 Example:
     >>> from gammapo.train.run import Result
     >>> rs = [Result("DPO", "dpo", 0.2, s, a, 0.5, 0.0, 1.0, 10, []) for s, a in enumerate([0.8, 0.9])]
-    >>> summarise(rs)[0]["accuracy_mean"], round(summarise(rs)[0]["accuracy_std"], 4)
+    >>> round(summarise(rs)[0]["accuracy_mean"], 4), round(summarise(rs)[0]["accuracy_std"], 4)
     (0.85, 0.0707)
 """
 

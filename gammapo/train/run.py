@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -49,9 +48,9 @@ class Result:
     loss: str
     noise: float
     seed: int
-    accuracy: float
-    gen_reward: float
-    ref_gen_reward: float
+    accuracy: float | None  # None: no held-out pairs
+    gen_reward: float | None  # None: no ground-truth reward (a user data set)
+    ref_gen_reward: float | None
     seconds: float
     steps: int
     history: list[dict[str, float]]
@@ -185,9 +184,3 @@ def train_method(
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=resume)
     return trainer
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0
