@@ -56,9 +56,11 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "sequence_logps", "fused_gamma_po_loss", "unfus
 DEFAULT_CHUNK_SIZE = 512
 
 
-def _check_head(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias, field: str) -> None:
+def _check_head(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias, side: str) -> None:
+    """Shape checks of one side (``side`` = ``"chosen_"``, ``"rejected_"`` or ``""``), naming the argument."""
+    h_name, y_name = f"{side}hidden", f"{side}labels"
     if hidden.dim() != 3:
-        raise InputError(f"{field}_hidden must be [B, T, H], got shape {tuple(hidden.shape)}", field=f"{field}_hidden")
+        raise InputError(f"{h_name} must be [B, T, H], got shape {tuple(hidden.shape)}", field=h_name)
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[2]:
         raise InputError(
             f"weight must be [V, H] with H = {hidden.shape[2]}, got shape {tuple(weight.shape)}", field="weight"
@@ -67,12 +69,11 @@ def _check_head(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
         raise InputError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}", field="bias")
     if tuple(labels.shape) != tuple(hidden.shape[:2]):
         raise InputError(
-            f"{field}_labels must have shape {tuple(hidden.shape[:2])} (the [B, T] of {field}_hidden), "
-            f"got {tuple(labels.shape)}",
-            field=f"{field}_labels",
+            f"{y_name} must have shape {tuple(hidden.shape[:2])} (the [B, T] of {h_name}), got {tuple(labels.shape)}",
+            field=y_name,
         )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise InputError(f"{field}_labels must be integer token ids, got {labels.dtype}", field=f"{field}_labels")
+        raise InputError(f"{y_name} must be integer token ids, got {labels.dtype}", field=y_name)
 
 
 def _rows(hidden: torch.Tensor, labels: torch.Tensor, ignore_index: int):
@@ -106,7 +107,8 @@ def sequence_logps(
         ``[B]`` log-probs (float32 for half inputs, else the inputs' dtype).
 
     Raises:
-        InputError: shapes that do not fit (always checked).
+        InputError: shapes that do not fit (always checked). Labels outside ``[0, V)`` are not
+            checked here (``torch.gather`` raises); :func:`fused_gamma_po_loss` checks them.
 
     Example:
         >>> import torch
@@ -118,7 +120,7 @@ def sequence_logps(
         >>> bool(torch.allclose(sequence_logps(h, w, y, chunk_size=3), full, rtol=0, atol=1e-12))
         True
     """
-    _check_head(hidden, labels, weight, bias, "sequence")
+    _check_head(hidden, labels, weight, bias, "")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}", field="chunk_size")
     x, y, seq, _ = _rows(hidden, labels, ignore_index)
@@ -217,8 +219,8 @@ def fused_gamma_po_loss(
         >>> bool(torch.allclose(out.loss, ref.loss, rtol=1e-5)), out.margins.shape
         (True, torch.Size([2]))
     """
-    _check_head(chosen_hidden, chosen_labels, weight, bias, "chosen")
-    _check_head(rejected_hidden, rejected_labels, weight, bias, "rejected")
+    _check_head(chosen_hidden, chosen_labels, weight, bias, "chosen_")
+    _check_head(rejected_hidden, rejected_labels, weight, bias, "rejected_")
     if chosen_hidden.shape[0] != rejected_hidden.shape[0] or chosen_hidden.shape[2] != rejected_hidden.shape[2]:
         raise InputError(
             f"rejected_hidden has shape {tuple(rejected_hidden.shape)}, which does not pair with chosen_hidden "
@@ -266,8 +268,8 @@ def unfused_gamma_po_loss(
     Arguments, returns and errors as :func:`fused_gamma_po_loss` (no ``chunk_size``); autograd
     keeps the ``[B, T, V]`` logits and their log-softmax for the backward pass.
     """
-    _check_head(chosen_hidden, chosen_labels, weight, bias, "chosen")
-    _check_head(rejected_hidden, rejected_labels, weight, bias, "rejected")
+    _check_head(chosen_hidden, chosen_labels, weight, bias, "chosen_")
+    _check_head(rejected_hidden, rejected_labels, weight, bias, "rejected_")
     kw = {"bias": bias, "ignore_index": ignore_index}
     logps = {
         "chosen_logps": unfused_sequence_logps(chosen_hidden, weight, chosen_labels, **kw),
