@@ -161,7 +161,7 @@ def register_pair_loss(name: str, factory: Callable[..., PairLoss], *, overwrite
         ValueError: ``name`` is taken and ``overwrite`` is false.
 
     Example:
-        >>> register_pair_loss("my-simpo", lambda **kw: GammaPOPairLoss(GammaPOConfig(loss="simpo", **kw)))
+        >>> register_pair_loss("my-simpo", lambda **kw: GammaPOPairLoss(GammaPOConfig(loss="simpo", **kw)), overwrite=True)
         >>> "my-simpo" in registered_pair_losses()
         True
     """
