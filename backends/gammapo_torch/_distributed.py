@@ -17,7 +17,8 @@ and a host sync) and a mismatch raises :class:`~gammapo_spec.errors.InputError` 
 every rank; with it off, or under ``torch.compile``, the collective itself fails (or, for backends
 that do not check, misbehaves), so pad to equal sizes or keep the checks on while developing.
 
-The gather uses ``torch.distributed._functional_collectives.all_gather_tensor``, which is traceable:
+The gather uses ``torch.distributed._functional_collectives.all_gather_single`` (``all_gather_tensor``
+before torch 2.13), which is traceable:
 a compiled step keeps the collective in its graph. ``process_group`` selects a sub-group (default:
 the world group).
 """
@@ -76,7 +77,9 @@ def gather_gaps(h: torch.Tensor, *, check_sizes: bool, process_group: Any = None
     from torch.distributed import _functional_collectives as funcol
 
     group = process_group if process_group is not None else dist.group.WORLD
-    gathered = funcol.all_gather_tensor(h.contiguous(), gather_dim=0, group=group)
+    # all_gather_single (torch >= 2.13) replaces the deprecated all_gather_tensor; same semantics
+    gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor
+    gathered = gather(h.contiguous(), gather_dim=0, group=group)
     return funcol.wait_tensor(gathered) if isinstance(gathered, torch.Tensor) else gathered
 
 
