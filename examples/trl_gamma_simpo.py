@@ -59,7 +59,7 @@ def main() -> None:
         loss_kwargs=loss_kwargs,
     )
     trainer.train()  # logs loss, rewards/*, logps/*, gamma/{mean,std,min,max}; checkpoints carry the γ-PO queue
-    last = [h for h in trainer.state.log_history if "gamma/mean" in h][-1]
+    last = [h for h in trainer.state.log_history if "loss" in h and "gamma/mean" in h][-1]
     print(f"last logged step: loss {last['loss']:.4f}, reward accuracy {last['rewards/accuracies']:.3f}, "
           f"γ mean {last['gamma/mean']:.3f} (γ0 = {loss_kwargs['beta'] * loss_kwargs['gamma_beta_ratio']:g}), "
           f"γ range [{last['gamma/min']:.3f}, {last['gamma/max']:.3f}]")
