@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {i:3d}  loss {losses[-1]:.4f}  accuracy {float(accuracy):.2f}  "
                   f"margins mean {float(margins.mean()):.3f} std {float(margins.std()):.3f}  "
                   f"queue {int(loss_fn.queue_size)}/{config.queue_size}")
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    window = max(1, min(5, len(losses) // 2))  # mean loss of the first and of the last few steps
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     print(f"loss {first:.4f} -> {last:.4f} in {time.perf_counter() - start:.1f} s "
           f"({'fell' if last < first else 'did NOT fall'}); "
           f"checkpoint keys include {[k for k in model.state_dict()][:1]} + {list(loss_fn.state_dict())[:2]} ...")
