@@ -5,7 +5,8 @@ this package exposing ``main(argv) -> int`` (``--quick`` for tiny sizes, ``--out
 results folder); modules are imported only when run, and a benchmark whose module or framework is
 missing is skipped with a message. The runner prints the machine first (CPU model, cores,
 framework versions, accelerator — "no GPU" here) and finally writes ``summary.md`` in the results
-folder: this run's status per benchmark and every result file the folder holds.
+folder: this run's status per benchmark and every result file the folder holds (with its title).
+``--summary-only`` rewrites the summary without running anything; ``--list`` lists the benchmarks.
 
 >>> from benchmarks.__main__ import REGISTRY
 >>> list(REGISTRY)[:2]
@@ -72,28 +73,41 @@ def run(names: Sequence[str], forwarded: list[str]) -> list[dict[str, Any]]:
     return records
 
 
+def _title(path: pathlib.Path) -> str:
+    """``": <first heading>"`` of a Markdown result file, else ``""``."""
+    if path.suffix != ".md":
+        return ""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#"):
+            return ": " + line.lstrip("#").strip()
+    return ""
+
+
 def write_summary(out: pathlib.Path, records: list[dict[str, Any]], machine: dict[str, Any], quick: bool) -> pathlib.Path:
     """``summary.md``: the machine, this run's status per benchmark, and every result file in ``out``."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmark summary",
         "",
-        f"Last run: {stamp}{' (quick mode: tiny sizes)' if quick else ''}.",
+        f"Written: {stamp}{' (quick mode: tiny sizes)' if quick else ''}.",
         f"Machine: {machine_line(machine)}. GPU numbers appear only in files that say they come from a GPU run.",
         "",
         "## This run",
         "",
     ]
-    lines += markdown_table(
-        ["benchmark", "what", "status", "seconds"],
-        [[r["name"], REGISTRY[r["name"]][1], r["status"], f"{r['seconds']:.1f}"] for r in records],
-    )
+    if records:
+        lines += markdown_table(
+            ["benchmark", "what", "status", "seconds"],
+            [[r["name"], REGISTRY[r["name"]][1], r["status"], f"{r['seconds']:.1f}"] for r in records],
+        )
+    else:
+        lines.append("No benchmark was run (`--summary-only`): the files below come from earlier runs.")
     lines += ["", "## Result files", ""]
     files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "summary.md" and p.suffix in (".md", ".json", ".png", ".csv"))
     for path in files:
         when = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         link = f"![{path.stem}]({path.name})" if path.suffix == ".png" else f"[{path.name}]({path.name})"
-        lines.append(f"- {link} — written {when}")
+        lines.append(f"- {link}{_title(path)} — written {when}")
     target = out / "summary.md"
     target.write_text("\n".join(lines) + "\n")
     return target
@@ -106,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds each), for smoke tests")
     parser.add_argument("--out", default=None, help=f"results folder (default {RESULTS})")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--summary-only", action="store_true", help="only rewrite summary.md from the files in the results folder")
     args = parser.parse_args(argv)
     if args.list:
         for name, (module, what) in REGISTRY.items():
@@ -119,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     forwarded = (["--quick"] if args.quick else []) + (["--out", str(out)] if args.out else [])
     machine = machine_info()
     print(f"Machine: {machine_line(machine)}")
-    records = run(args.names or list(REGISTRY), forwarded)
-    summary = write_summary(out, records, machine, args.quick)
+    records = [] if args.summary_only else run(args.names or list(REGISTRY), forwarded)
+    summary = write_summary(out, records, machine, args.quick and not args.summary_only)
     print(f"\nwrote {summary}")
     return 0 if all(r["status"] == "ok" or r["status"].startswith("skipped") for r in records) else 1
 

@@ -180,6 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         [[r["pairs"], r["backend"], f"{1e3 * r['latency_s']['median']:.3f}",
           f"{1e3 * r['latency_s']['q1']:.3f}–{1e3 * r['latency_s']['q3']:.3f}", f"{r['pairs_per_s']:.0f}"] for r in rows],
     )
+    lines += [
+        "",
+        "For N < 256 each step also samples 256 − N stored gaps from the queue (the calibration set has 256 gaps); "
+        "from N = 256 on the calibration set is the batch itself and no sampling happens, which is why a larger "
+        "batch can be faster per call. Eager torch pays a launch cost per small op (about 100 per step), which "
+        "dominates at these sizes; see `step_overhead.md` for the same loss under `torch.compile`.",
+    ]
     if skipped:
         lines += [""] + [f"- {k} skipped: {v}" for k, v in skipped.items()]
     paths = write_results(NAME, args.out, lines, {"machine": machine, "sizes": sizes, "rows": rows, "skipped": skipped})

@@ -46,3 +46,14 @@ def test_benchmarks_main_lists_registry(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in REGISTRY), out
+
+
+def test_benchmarks_main_summary_only_lists_result_files(tmp_path):
+    from benchmarks.__main__ import main
+
+    (tmp_path / "fused_loss.md").write_text("# Fused γ-PO loss: peak memory\n\nbody\n")
+    (tmp_path / "fused_loss.json").write_text("{}\n")
+    assert main(["--summary-only", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "[fused_loss.md](fused_loss.md): Fused γ-PO loss: peak memory" in summary, summary
+    assert "[fused_loss.json](fused_loss.json)" in summary and "No benchmark was run" in summary, summary
