@@ -30,6 +30,15 @@ EXAMPLE_ARGS = {
 }
 
 
+def _run_elsewhere(name: str) -> str | None:
+    """The test file outside tests/docs that already runs ``examples/<name>``, if any (each example
+    runs once per test session: these machines are small)."""
+    for test in sorted((ROOT / "tests").rglob("test_*.py")):
+        if "docs" not in test.relative_to(ROOT / "tests").parts[:1] and f'"{name}"' in test.read_text("utf-8"):
+            return str(test.relative_to(ROOT))
+    return None
+
+
 def _missing_frameworks(path: Path) -> list[str]:
     source = path.read_text(encoding="utf-8")
     imported = set(re.findall(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", source, flags=re.MULTILINE))
@@ -59,6 +68,9 @@ def _run(path: Path, args: list[str], cwd: Path = ROOT) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_docs_example_runs(path: Path, tmp_path: Path) -> None:
+    elsewhere = _run_elsewhere(path.name)
+    if elsewhere:
+        pytest.skip(f"{path.name} is run by {elsewhere}")
     args = [a.replace("{tmp}", str(tmp_path)) for a in EXAMPLE_ARGS.get(path.name, [])]
     _run(path, args, cwd=tmp_path)
 
