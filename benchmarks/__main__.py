@@ -37,13 +37,16 @@ REGISTRY: dict[str, tuple[str, str]] = {
 }
 
 
+class _NoOptions(Exception):
+    """A benchmark whose ``main()`` takes no options cannot honour ``--quick``/``--out``."""
+
+
 def _call_main(module: Any, forwarded: list[str]) -> int:
-    """Call ``module.main`` with the forwarded options when it takes ``argv``, else without arguments."""
-    params = inspect.signature(module.main).parameters
-    if params:
+    """Call ``module.main(forwarded)``; a ``main()`` without parameters runs only when nothing is forwarded."""
+    if inspect.signature(module.main).parameters:
         return int(module.main(forwarded) or 0)
     if forwarded:
-        print(f"  note: {module.__name__}.main takes no options; ran it with its defaults (ignored {forwarded})")
+        raise _NoOptions(f"{module.__name__}.main() takes no options, so it cannot honour {forwarded}")
     return int(module.main() or 0)
 
 
@@ -63,6 +66,9 @@ def run(names: Sequence[str], forwarded: list[str]) -> list[dict[str, Any]]:
         try:
             rc = _call_main(module, forwarded)
             status = "ok" if rc == 0 else f"exit status {rc}"
+        except _NoOptions as exc:
+            status = f"skipped ({exc}; run it without options)"
+            print(f"  {status}")
         except ImportError as exc:
             status = f"skipped ({type(exc).__name__}: {exc})"
             print(f"  {status}")

@@ -12,8 +12,9 @@ R^{V\times H}` (bias :math:`b`), labels :math:`y_r` and the sequence :math:`s(r)
 until its target logit and its ``logsumexp`` (computed in place) are read, so the extra memory is
 one ``chunk × V`` buffer instead of ``O(rows · V)``. The per-row logsumexp is kept for pass 2.
 
-**Backward** (the second pass, again one ``chunk × V`` buffer, updated in place): with :math:`g_s = \partial\mathcal L/\partial\,\text{logp}_s` (the
-incoming gradient, one scalar per sequence), the logits of each chunk are recomputed and
+**Backward** (the second pass, again one ``chunk × V`` buffer, updated in place): with
+:math:`g_s = \partial\mathcal L/\partial\,\text{logp}_s` (the incoming gradient, one scalar per
+sequence), the logits of each chunk are recomputed and
 
 .. math::
 
@@ -29,6 +30,7 @@ log-probs and the gradient accumulators in float32 (gradients are returned in ea
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["chunked_row_logps"]
 
@@ -72,6 +74,7 @@ class _ChunkedLogps(torch.autograd.Function):
         return logps
 
     @staticmethod
+    @once_differentiable  # pass 2 is not itself differentiable (no double backward)
     def backward(ctx, grad_logps):  # noqa: D102
         x, weight, bias, labels, seq_index, lse = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

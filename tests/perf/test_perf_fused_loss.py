@@ -239,3 +239,43 @@ def test_fused_gamma_po_loss_all_masked_sequence_is_rejected_by_simpo():
     batch["chosen_labels"][1] = IGNORE
     err = _message(lambda: fused_gamma_po_loss(config, None, **batch))
     assert err.field == "chosen_lengths", str(err)
+
+
+# ------------------------------------------------------------------------------------------------
+class _LargestTensor:
+    """A dispatch mode recording the largest tensor any aten op produces (forward and backward)."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        record = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor):
+                        record.largest = max(record.largest, t.numel())
+                return out
+
+        self.largest = 0
+        self.mode = Mode()
+
+
+@pytest.mark.parametrize("chunk_size", [8, 16])
+def test_fused_gamma_po_loss_never_materialises_full_logits(chunk_size):
+    """Every tensor the fused fwd+bwd creates is at most max(chunk · V, V · H, B · T · H) elements."""
+    b, t, h, v = 2, 64, 4, 1000
+    config = _config("gamma-simpo", "queue")
+    batch = _batch(torch.float32, b=b, tw=t, tl=t, h=h, v=v, seed=2)
+    state = T.init_state(config, seed=0)
+    for fn, kw in ((fused_gamma_po_loss, {"chunk_size": chunk_size}), (unfused_gamma_po_loss, {})):
+        probe = _LargestTensor()
+        with probe.mode:
+            out, _ = fn(config, state, **batch, **kw)
+            out.loss.backward()
+        if fn is fused_gamma_po_loss:
+            bound = max(chunk_size * v, v * h, b * t * h, config.queue_size)
+            assert probe.largest <= bound, f"fused path made a tensor of {probe.largest} elements (bound {bound})"
+        else:  # the probe can fail: the unfused path does hold the [B, T, V] logits
+            assert probe.largest >= b * t * v, probe.largest
