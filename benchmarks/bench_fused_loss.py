@@ -44,7 +44,7 @@ from benchmarks._perf_common import machine_info, machine_line, markdown_table, 
 
 NAME = "fused_loss"
 FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "rounds": 7, "sweep": (256, 1024, 2048)}
-QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "sweep": (), "liger": False}
+QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "sweep": (), "liger": False, "mmap_rows": False}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,10 +152,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {"times_s": times, "loss": losses}
 
 
-def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+#: glibc option for the allocator-ablation rows: serve every buffer above 64 KiB by ``mmap`` (returned
+#: to the OS on free) instead of glibc's dynamic threshold, which grows up to 32 MiB and then keeps
+#: freed buffers below it in the heap.
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _run_worker(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.bench_fused_loss", "--worker", json.dumps(spec)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -186,6 +192,13 @@ def _measure(sizes: dict[str, Any], log) -> dict[str, Any]:
             memory.append(result | {"hidden": hidden, "key": _key(variant, chunk)})
             log(f"  H={hidden} memory {_key(variant, chunk):16s}: "
                 + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB extra (step {result['step_s']:.2f} s)"))
+        for variant, chunk in variants if sizes.get("mmap_rows", True) else ():
+            if variant != "fused":
+                continue
+            key = _key(variant, chunk) + " (mmap)"
+            result = _run_worker(base | {"mode": "memory", "variant": variant, "chunk": chunk}, MMAP_ENV)
+            memory.append(result | {"hidden": hidden, "key": key})
+            log(f"  H={hidden} memory {key:16s}: " + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB extra"))
         result = _run_worker(base | {"mode": "time", "variants": variants, "rounds": sizes["rounds"]})
         timing.append(result | {"hidden": hidden})
         if "error" in result:
@@ -261,6 +274,15 @@ def _report(sizes, measured, rows, machine, quick: bool) -> list[str]:
                 f"- H = {r['hidden']}: memory {100 * m:.1f}% of unfused ({'met' if m <= 0.35 else 'NOT met'}), "
                 f"time {t:.2f}× ({'met' if t <= 1.3 else 'NOT met'})."
             )
+    if any(r["key"].endswith("(mmap)") for r in rows):
+        lines += [
+            "",
+            "Rows marked `(mmap)` are a memory-only ablation of the allocator: the same fused run with "
+            f"`{' '.join(f'{k}={v}' for k, v in MMAP_ENV.items())}`, so that glibc returns every freed chunk buffer "
+            "to the OS. With glibc's default dynamic threshold (up to 32 MiB), chunk buffers smaller than that "
+            "(chunk × V × 4 bytes < 32 MiB, e.g. chunk 256 at V = 32k) stay in the heap after they are freed and "
+            "fragment it, so a smaller chunk can show a *larger* peak RSS; buffers above 32 MiB are always mmap'd.",
+        ]
     lines += [
         "",
         "The fused path computes the logits twice (pass 1 for the log-probs, pass 2 in backward), one more "
