@@ -27,6 +27,7 @@ is measured: no GPU is lent to this task, so no CUDA or Triton numbers are claim
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from typing import Any, Callable, Sequence
@@ -38,7 +39,7 @@ from benchmarks._perf_common import machine_info, machine_line, markdown_table, 
 from benchmarks.released_baseline import released_calibrate
 from gammapo_spec.config import GammaPOConfig
 
-__all__ = ["main", "setup", "time_interleaved"]
+__all__ = ["main", "setup", "time_interleaved", "verdict"]
 
 SIZES = (64, 256, 1024, 4096)
 QUICK_SIZES = (64, 256)
@@ -122,6 +123,25 @@ def check_agreement(s: dict[str, Any], fns: dict[str, Callable[[], Any]]) -> flo
     return float((eager - compiled).abs().max())
 
 
+def _load() -> float:
+    """The 1-minute load average (``nan`` where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def verdict(records: list[dict[str, Any]], target: float = 20.0, at: int = 256) -> list[str]:
+    """One line on the issue's target (≥ 20× the released path at 256 gaps on CPU), from the measured ratios."""
+    best = max((r for r in records if r["gaps"] == at and r["contender"].startswith("gammapo")),
+               key=lambda r: r["ratio_vs_released"], default=None)
+    if best is None:
+        return []
+    met = "met" if best["ratio_vs_released"] >= target else "not met"
+    return [f"Target ≥ {target:g}× the released path at {at} gaps on CPU: **{met}** here "
+            f"(best: {best['contender']}, {best['ratio_vs_released']:.1f}×)."]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the table; write ``calibration_torch.md`` / ``.json``. Returns 0."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_calibration_torch", description=__doc__.splitlines()[0])
@@ -143,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine_line(machine)}; torch threads {torch.get_num_threads()}")
     print(gpu_note, flush=True)
 
+    load_before = _load()
     rows, records = [], []
     for m in sizes:
         s = setup(m)
@@ -172,14 +193,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "One queue-mode calibration step per call (sample M − n stored gaps, K = 20 mirror iterations on M gaps,",
         "push n gaps), float32, γ0 = 4, τ = 10. Contenders interleaved in one run; median over "
-        f"{repeats} repeats of the mean per call, IQR in brackets. `compile call floor` is a compiled no-op:",
+        f"{repeats} repeats of the mean per call, with its interquartile range. `compile call floor` is a compiled no-op:",
         "the fixed cost of calling any compiled function here. Produced by "
         f"`python -m benchmarks.bench_calibration_torch{' --quick' if args.quick else ''}`.",
+        f"Load average (1 min) before / after the run: {load_before:.1f} / {_load():.1f} on {machine['cores']} cores "
+        "(a shared machine: absolute times are inflated by other work; the interleaved ratios are the result).",
         "",
         *markdown_table(header, rows),
+        "",
+        *verdict(records),
     ]
     data = {"machine": machine, "threads": torch.get_num_threads(), "quick": args.quick, "gpu_note": gpu_note,
-            "config": {"gamma0": GAMMA0, "tau": TAU, "iters": 20, "dtype": "float32"}, "results": records}
+            "config": {"gamma0": GAMMA0, "tau": TAU, "iters": 20, "dtype": "float32"}, "results": records,
+            "load_average_before": load_before, "verdict": verdict(records)}
     for path in write_results("calibration_torch", args.out, md, data):
         print(f"wrote {path}")
     return 0
