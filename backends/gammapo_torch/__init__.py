@@ -31,7 +31,7 @@ where 19 mirror steps with η = 1 amplify last-bit differences); float32 2e-5; b
 (computed in float32) 2e-5 against the reference fed the same bf16-rounded values. The fused Triton
 kernel (interpreted on CPU): float64 1e-12, float32 2e-5. Distributed runs equal one process on the
 concatenated batch bit for bit. Compiled (``torch.compile``) and eager float32 margins differ by a
-few 1e-6 (the compiled mirror normalises with a constant shift instead of the maximum).
+few 1e-6 (inductor's vectorised exp/log round differently from ATen's).
 
 Speed
 -----
