@@ -35,11 +35,14 @@ few 1e-6 (inductor's vectorised exp/log round differently from ATen's).
 
 Speed
 -----
-Per-call cost on CPU is dominated by dispatch: 19 dependent mirror updates are ~300 small ops eagerly,
-about what the released code pays, so eager is roughly at par with it there (without its host sync,
-which is what costs on a GPU). ``torch.compile`` fuses the whole queue step (hash sampling, the 19
-updates, the push) into two C++ loops plus a ``topk``; ``benchmarks/bench_calibration_torch.py``
-measures both against the released code's path (``benchmarks/results/calibration_torch.md``).
+Per-call cost on CPU is dominated by dispatch: 19 dependent mirror updates are ~250 small ops eagerly,
+about what the released code pays, so eager runs at 0.7–1.2× its speed there (but without its host
+sync, which is what costs on a GPU). ``torch.compile`` fuses the whole queue step (hash sampling, the
+19 updates, the push) into two C++ functions plus a ``topk``: measured 2.8–5× faster than the released
+path on a 2-core CPU (4.7× at 256 gaps; ~50 µs of each call is the fixed cost of calling any compiled
+function there). ``benchmarks/bench_calibration_torch.py`` measures both against the released code's
+path in one run (``benchmarks/results/calibration_torch.md``). No GPU was available to time the CUDA
+path or the Triton kernel.
 
 Value checks and synchronisation
 --------------------------------
