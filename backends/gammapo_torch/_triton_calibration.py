@@ -13,7 +13,8 @@ the K − 1 updates of :func:`gammapo_torch._calibration.mirror_margins` with th
     w = \log p - \eta g,\quad \log p \leftarrow w - \max w - \log\textstyle\sum_j e^{w_j - \max w}.
 
 Scalars (γ0, τ, η) are passed in a small tensor of the compute dtype, so float64 calibrations
-compute in float64 (Triton would otherwise pass Python floats as float32).
+compute in float64 (Triton would otherwise pass Python floats as float32); the tensor is filled on
+the device, so a call never synchronises with the host.
 
 Selection: :func:`use_fused` is true on CUDA tensors when Triton imports and L ≤ ``MAX_FUSED``; the
 torch-ops path runs everywhere else. The kernel itself also runs under ``TRITON_INTERPRET=1`` on
@@ -117,7 +118,11 @@ def mirror_margins_fused(
         raise RuntimeError(f"the fused calibration kernel takes at most {MAX_FUSED} gaps, got {length}")
     h = h.contiguous()
     out = torch.empty_like(h)
-    params = torch.tensor([gamma0, tau, min(0.5 / tau, 1.0)], dtype=h.dtype, device=h.device)
+    # filled on the device (three fill kernels), not copied from the host: torch.tensor([...], device=cuda)
+    # would be a synchronising host-to-device copy on every call
+    params = torch.empty(3, dtype=h.dtype, device=h.device)
+    for i, value in enumerate((gamma0, tau, min(0.5 / tau, 1.0))):
+        params[i].fill_(value)
     count_arg = count.reshape(1).to(torch.int64) if count is not None else params
     block = max(16, 1 << math.ceil(math.log2(max(length, 1))))
     _mirror_kernel[(1,)](
