@@ -123,3 +123,10 @@ def test_trainer_rejects_unknown_loss_and_unsupported_options(tmp_path):
         _trainer(tmp_path, "gamma-nope", {})
     with pytest.raises(gammapo_spec.ConfigError, match="tau"):
         _trainer(tmp_path, "gamma-simpo", dict(tau=0.0))
+
+
+def test_trainer_rejects_dpo_options_it_does_not_implement(tmp_path):
+    args = dpo_config(RunConfig(str(tmp_path / "run"), max_steps=1), ld_alpha=0.5)
+    with pytest.raises(ValueError, match=r"does not implement DPOConfig option\(s\) \['ld_alpha'\]"):
+        GammaPOTrainer(build_model(8), args=args, train_dataset=Dataset.from_list(TASK.pairs(4, noise=0.0, seed=0)),
+                       loss="gamma-simpo")
