@@ -24,10 +24,11 @@ Measurement method.
   setup**: every byte the step touched (logits, softmax, gradients, ``W.grad``, allocator and
   library workspaces), the inputs excluded. Where ``clear_refs`` is not writable the baseline falls
   back to the setup's own peak (flagged ``peak_reset: false`` in the JSON).
-* **Time**: all variants in one subprocess on shared inputs (one warm-up step each), then
-  ``rounds`` rounds of one forward+backward step per variant in rotated order
-  (``time.perf_counter``); the time ratio is the median over rounds of ``t_variant / t_unfused``
-  within the same round, which cancels most of the load drift of a shared machine.
+* **Time**: all variants in one subprocess on shared inputs, torch limited to one thread (one
+  warm-up step each), then ``rounds`` rounds of one forward+backward step per variant in rotated
+  order. ``t`` is the step's CPU time (``time.process_time``; single-threaded, so it is the step's
+  own work even when other jobs load the machine); wall time (``time.perf_counter``) is recorded
+  too. The time ratio is the median over rounds of ``t_variant / t_unfused`` within the same round.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from typing import Any, Sequence
 from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
 
 NAME = "fused_loss"
-FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "rounds": 7, "sweep": (256, 1024, 2048)}
-QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "sweep": (), "liger": False, "mmap_rows": False}
+FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "rounds": 7, "sweep": (256, 1024, 2048), "threads": 1}
+QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "sweep": (), "liger": False, "mmap_rows": False, "threads": 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,15 +110,14 @@ def _loss_fn(x: dict[str, Any], variant: str, chunk: int | None):
     raise ValueError(variant)
 
 
-def _fwd_bwd(x: dict[str, Any], loss_fn) -> tuple[float, float]:
-    """One forward+backward from cleared gradients: ``(seconds, loss value)``."""
+def _fwd_bwd(x: dict[str, Any], loss_fn) -> tuple[float, float, float]:
+    """One forward+backward from cleared gradients: ``(wall seconds, CPU seconds, loss value)``."""
     for k in ("hw", "hl", "w"):
         x[k].grad = None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     loss = loss_fn()
     loss.backward()
-    elapsed = time.perf_counter() - start
-    return elapsed, float(loss.detach())
+    return time.perf_counter() - start, time.process_time() - cpu, float(loss.detach())
 
 
 def _key(variant: str, chunk: int | None) -> str:
@@ -142,14 +142,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         peak = _status_kib("VmHWM")
         return {"peak_extra_mib": (peak - baseline) / 1024.0, "baseline_mib": baseline / 1024.0, "peak_reset": reset,
                 "loss": runs[-1][1], "step_s": runs[-1][0]}
+    import torch
+
+    torch.set_num_threads(spec["threads"])
     fns = {_key(v, c): _loss_fn(x, v, c) for v, c in spec["variants"]}
     times: dict[str, list[float]] = {k: [] for k in fns}
-    losses = {k: _fwd_bwd(x, fn)[1] for k, fn in fns.items()}  # warm-up
+    walls: dict[str, list[float]] = {k: [] for k in fns}
+    losses = {k: _fwd_bwd(x, fn)[2] for k, fn in fns.items()}  # warm-up
     keys = list(fns)
     for r in range(spec["rounds"]):
         for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-            times[k].append(_fwd_bwd(x, fns[k])[0])
-    return {"times_s": times, "loss": losses}
+            wall, cpu, _ = _fwd_bwd(x, fns[k])
+            times[k].append(cpu)
+            walls[k].append(wall)
+    return {"times_s": times, "wall_s": walls, "loss": losses}
 
 
 #: glibc option for the allocator-ablation rows: serve every buffer above 64 KiB by ``mmap`` (returned
@@ -199,7 +205,7 @@ def _measure(sizes: dict[str, Any], log) -> dict[str, Any]:
             result = _run_worker(base | {"mode": "memory", "variant": variant, "chunk": chunk}, MMAP_ENV)
             memory.append(result | {"hidden": hidden, "key": key})
             log(f"  H={hidden} memory {key:16s}: " + (result.get("error") or f"{result['peak_extra_mib']:.0f} MiB extra"))
-        result = _run_worker(base | {"mode": "time", "variants": variants, "rounds": sizes["rounds"]})
+        result = _run_worker(base | {"mode": "time", "variants": variants, "rounds": sizes["rounds"], "threads": sizes["threads"]})
         timing.append(result | {"hidden": hidden})
         if "error" in result:
             log(f"  H={hidden} timing: {result['error']}")
@@ -215,6 +221,7 @@ def _summarise(sizes: dict[str, Any], measured: dict[str, Any]) -> list[dict[str
         mem = {m["key"]: m for m in measured["memory"] if m["hidden"] == hidden and "error" not in m}
         timing = next((t for t in measured["timing"] if t["hidden"] == hidden and "error" not in t), None)
         times = timing["times_s"] if timing else {}
+        walls = timing["wall_s"] if timing else {}
         keys = list(dict.fromkeys(list(mem) + list(times)))
         for key in keys:
             t = times.get(key)
@@ -226,6 +233,7 @@ def _summarise(sizes: dict[str, Any], measured: dict[str, Any]) -> list[dict[str
                 "mem_ratio": mem[key]["peak_extra_mib"] / mem["unfused"]["peak_extra_mib"] if key in mem and "unfused" in mem else None,
                 "time_s": stats(t) if t else None,
                 "time_ratio": stats(a / b for a, b in zip(t, base_t)) if t and base_t else None,
+                "wall_ratio": stats(a / b for a, b in zip(walls[key], walls["unfused"])) if t and base_t else None,
                 "loss": timing["loss"].get(key) if timing else mem.get(key, {}).get("loss"),
             })
     return rows
@@ -251,9 +259,12 @@ def _report(sizes, measured, rows, machine, quick: bool) -> list[str]:
         "Method. *Memory*: each variant in a fresh subprocess; peak extra memory = peak RSS (VmHWM, reset through "
         "`/proc/self/clear_refs` once the inputs are built) − RSS at that point, over a warm-up and a second "
         "fwd+bwd step (inputs, LM head and state excluded; `W.grad`, logits, softmax buffers, allocator and "
-        "library workspaces included). *Time*: all variants in one subprocess on shared inputs, one warm-up "
-        f"step each, then {sizes['rounds']} rounds of one fwd+bwd step per variant in rotated order; time ratio = "
-        "median over rounds of t_variant / t_unfused in the same round (cells: median [min, max]).",
+        "library workspaces included). *Time*: all variants in one subprocess on shared inputs, torch limited to "
+        f"{sizes['threads']} thread, one warm-up step each, then {sizes['rounds']} rounds of one fwd+bwd step per "
+        "variant in rotated order; t = CPU time of the step (`time.process_time`: on this shared, busy machine the "
+        "CPU time of a single-threaded step is the step's own work, while wall time also counts other jobs); time "
+        "ratio = median over rounds of t_variant / t_unfused in the same round; the wall-time ratio is listed too "
+        "(cells: median [min, max]).",
         "",
     ]
     table = []
@@ -262,10 +273,13 @@ def _report(sizes, measured, rows, machine, quick: bool) -> list[str]:
             r["hidden"], r["key"],
             "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}",
             "—" if r["mem_ratio"] is None else f"{r['mem_ratio']:.3f}",
-            _fmt(r["time_s"]), _fmt(r["time_ratio"], 3),
+            _fmt(r["time_s"]), _fmt(r["time_ratio"], 3), _fmt(r.get("wall_ratio"), 3),
             "—" if r["loss"] is None else f"{r['loss']:.6f}",
         ])
-    lines += markdown_table(["H", "variant@chunk", "peak extra MiB", "memory / unfused", "fwd+bwd s", "time / unfused", "loss"], table)
+    lines += markdown_table(
+        ["H", "variant@chunk", "peak extra MiB", "memory / unfused", "fwd+bwd CPU s", "time / unfused", "wall time / unfused", "loss"],
+        table,
+    )
     lines += ["", f"Targets (issue 9), default chunk ({default}): fused peak ≤ 35% of unfused, fwd+bwd time ≤ 1.3× unfused."]
     for r in rows:
         if r["key"] == default and r["mem_ratio"] is not None and r["time_ratio"] is not None:
@@ -322,7 +336,7 @@ def _plot(rows, path) -> str | None:
         pick = [next((r for r in rows if r["hidden"] == h and r["key"] == k), None) for h in hiddens]
         axes[0].bar(xs, [(r["peak_mib"] or 0) if r else 0 for r in pick], width, label=k)
         axes[1].bar(xs, [r["time_s"]["median"] if r and r["time_s"] else 0 for r in pick], width, label=k)
-    for ax, title in zip(axes, ("peak extra memory (MiB)", "fwd+bwd time, median (s)")):
+    for ax, title in zip(axes, ("peak extra memory (MiB)", "fwd+bwd CPU time, 1 thread, median (s)")):
         ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(hiddens))], [f"H={h}" for h in hiddens])
         ax.set_title(title)
     axes[0].legend(fontsize=7)
