@@ -1,0 +1,92 @@
+"""The objects the conformance tests share: the backend under test, the reference, and checks.
+
+:class:`Harness` is what the ``conf`` fixture gives each test; it holds the :class:`Adapter`,
+records each example for the report, and offers the comparisons every op test needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import assume
+
+import gammapo_spec as R
+
+from .adapters import Adapter, assert_close, raised
+from .tolerances import tolerance
+
+__all__ = ["Harness", "EXAMPLES", "repro", "batch_repro", "input_scale", "margin_scale", "gap_scale"]
+
+#: nodeid → number of Hypothesis examples run (read by the report).
+EXAMPLES: dict[str, int] = {}
+
+
+class Harness:
+    """The backend under test for one test function, with comparison helpers."""
+
+    def __init__(self, backend: Any, nodeid: str):
+        self.ad = Adapter(backend)
+        self.B = backend
+        self.nodeid = nodeid
+
+    def example(self, dtype: str = "float64") -> None:
+        """Count one example; reject it if the backend does not support ``dtype``."""
+        EXAMPLES[self.nodeid] = EXAMPLES.get(self.nodeid, 0) + 1
+        # an unsupported dtype (the NumPy reference has no bfloat16) is not an example: reject it
+        assume(self.ad.supports(dtype))
+
+    def close(self, actual, expected, dtype: str, family: str, what: str, *, scale: float = 1.0, solver="exact", tau=1.0):
+        """Compare a backend value (converted with ``to_numpy``) with the reference."""
+        assert_close(self.ad.numpy(actual), expected, tolerance(dtype, family, solver=solver, tau=tau), what, scale)
+
+    def same_error(self, reference: Callable[[], Any], backend: Callable[[], Any], what: str) -> BaseException:
+        """Both calls raise; same class and same ``.field`` (messages are shown when they differ)."""
+        ref = raised(reference)
+        assert ref is not None, f"{what}: the reference raised nothing (test bug)"
+        got = raised(backend)
+        assert got is not None, f"{what}: backend raised nothing; reference raised {type(ref).__name__}: {ref}"
+        assert type(got) is type(ref), (
+            f"{what}: backend raised {type(got).__name__}({got}), reference {type(ref).__name__}({ref})"
+        )
+        gf, rf = getattr(got, "field", None), getattr(ref, "field", None)
+        assert gf == rf, f"{what}: error field {gf!r} != reference {rf!r} (messages: {got} | {ref})"
+        return got
+
+
+def margin_scale(config: R.GammaPOConfig) -> float:
+    """Natural size of margins: 1 + γ0."""
+    return 1.0 + abs(config.gamma0)
+
+
+def gap_scale(gaps: np.ndarray) -> float:
+    """Natural size of gaps (for absolute tolerances): 1 + max |h|."""
+    return 1.0 + float(np.max(np.abs(gaps))) if np.size(gaps) else 1.0
+
+
+def repro(backend: str, op: str, config: R.GammaPOConfig, dtype: str, args: str) -> str:
+    """A copy-pasteable snippet reproducing one example (printed by Hypothesis on failure)."""
+    return (
+        "# reproduce:\n"
+        "import numpy as np, gammapo, gammapo_spec as R\n"
+        "from gammapo._registry import load_backend_object\n"
+        "from gammapo_conformance.adapters import Adapter\n"
+        f"B = load_backend_object({backend!r}); ad = Adapter(B)\n"
+        f"cfg = R.{config!r}\n"
+        f"{args}\n"
+        f"# then compare B.{op}(...) on ad.inputs(inputs, {dtype!r}) with R.{op}(...) on the rounded inputs\n"
+    )
+
+
+def batch_repro(batch) -> str:
+    """Code that rebuilds a drawn batch."""
+    return (
+        "from gammapo_conformance.strategies import make_batch\n"
+        f"inputs = make_batch(cfg, {batch.n}, {batch.pattern!r}, {batch.seed}).inputs"
+    )
+
+
+def input_scale(config: R.GammaPOConfig, inputs: dict) -> float:
+    """Natural size of gaps for absolute tolerances: 1 + β·max|log-prob| (cancellation in c − r)."""
+    logps = [np.max(np.abs(v)) for k, v in inputs.items() if "logps" in k]
+    return 1.0 + config.beta * float(max(logps))

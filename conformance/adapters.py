@@ -1,0 +1,106 @@
+r"""Moving values between NumPy and a backend, and comparing a backend with the reference.
+
+Everything goes through the backend's own interop functions (``asarray``, ``to_numpy``,
+``state_to_dict``), so the suite works for any object satisfying :class:`gammapo.Backend`.
+Lengths are passed as Python lists of integers (every backend accepts array-likes).
+
+Example:
+    >>> import gammapo
+    >>> ad = Adapter(gammapo.get_backend("numpy"))
+    >>> ad.supports("float32"), ad.supports("bfloat16")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import numpy as np
+
+from gammapo_spec.validation import LENGTH_FIELDS
+
+from .tolerances import Tolerance
+
+__all__ = ["Adapter", "assert_close", "raised"]
+
+
+class Adapter:
+    """A backend plus conversions; ``precision(dtype)`` is the context to run float64 work in."""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.name = getattr(backend, "name", repr(backend))
+        self._supported: dict[str, bool] = {}
+
+    def precision(self, dtype: str):
+        """JAX needs ``jax.enable_x64`` for float64; other backends need nothing."""
+        mod = type(self.backend).__module__ if not hasattr(self.backend, "__name__") else self.backend.__name__
+        if dtype == "float64" and ("jax" in str(mod) or "jax" in self.name):
+            import jax
+
+            return jax.enable_x64(True)
+        return contextlib.nullcontext()
+
+    def supports(self, dtype: str) -> bool:
+        """Whether ``asarray(..., dtype)`` works and keeps the dtype (numpy: no bfloat16)."""
+        if dtype not in self._supported:
+            try:
+                with self.precision(dtype):
+                    a = self.backend.asarray([1.0, 2.0], dtype=dtype)
+                self._supported[dtype] = dtype in str(getattr(a, "dtype", ""))
+            except (ValueError, TypeError):
+                self._supported[dtype] = False
+        return self._supported[dtype]
+
+    def array(self, x, dtype: str):
+        """``x`` as a backend array of ``dtype``."""
+        return self.backend.asarray(np.asarray(x, dtype=np.float64), dtype=dtype)
+
+    def inputs(self, inputs: dict[str, np.ndarray], dtype: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(backend_inputs, rounded)``: log-probs in ``dtype``, lengths as int lists; ``rounded`` is
+        what the reference must be fed (the float64 values of the rounded backend inputs)."""
+        out, rounded = {}, {}
+        for k, v in inputs.items():
+            if k in LENGTH_FIELDS and np.all(np.isfinite(v)) and np.all(v == np.round(v)):
+                out[k] = [int(t) for t in v]
+                rounded[k] = np.asarray(v, dtype=np.float64)
+            else:
+                out[k] = self.array(v, dtype)
+                rounded[k] = self.numpy(out[k])
+        return out, rounded
+
+    def numpy(self, x) -> np.ndarray:
+        """A backend array (or scalar) as float64 NumPy."""
+        return np.asarray(self.backend.to_numpy(x), dtype=np.float64)
+
+    def state(self, state) -> dict | None:
+        """The state as a dict of NumPy values (buffer float64)."""
+        d = self.backend.state_to_dict(state)
+        if d is None:
+            return None
+        return {k: (self.numpy(v) if k == "buffer" else int(v)) for k, v in d.items()}
+
+
+def assert_close(actual, expected, tol: Tolerance, what: str, scale: float = 1.0) -> None:
+    """``|actual - expected| <= tol.atol*scale + tol.rtol*|expected|`` elementwise, shapes equal."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != reference {e.shape}"
+    bad = ~(np.abs(a - e) <= tol.atol * scale + tol.rtol * np.abs(e))
+    bad &= ~((a == e) | (np.isnan(a) & np.isnan(e)))
+    if np.any(bad):
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())}/{bad.size} values differ beyond rtol={tol.rtol:g}, atol={tol.atol:g}*{scale:g}; "
+            f"first at [{i}]: backend {a.ravel()[i]!r} vs reference {e.ravel()[i]!r} ({tol.reason})"
+        )
+
+
+def raised(call: Callable[[], Any]) -> BaseException | None:
+    """The exception ``call`` raises, or ``None``."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - we compare whatever is raised
+        return exc
+    return None

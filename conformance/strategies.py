@@ -1,0 +1,166 @@
+r"""Public Hypothesis strategies for γ-PO inputs, reusable by any backend's own tests.
+
+* :func:`configs` — valid :class:`~gammapo_spec.GammaPOConfig` (every loss; β, γ0/β, τ ∈ [1e-3, 1e3]
+  log-uniform, solver, iterations, smoothing, SFT weight, R-DPO α, batch or queue calibration);
+* :func:`batches` — per-pair inputs of 1..4096 pairs with a pattern: ``normal``, ``near_tie``
+  (chosen ≈ rejected to the last bits), ``extreme`` (gaps of 1e3..1e4: log-sigmoid must not overflow),
+  ``constant``;
+* :func:`dtypes` — "float64", "float32", "bfloat16";
+* :func:`queue_states` — a config in queue mode with its state advanced to a drawn fill level;
+* :func:`invalid_inputs` — inputs broken in one way, with the field the error must name.
+
+Example:
+    >>> from hypothesis import given
+    >>> from gammapo_conformance.strategies import configs, batches
+    >>> @given(configs().flatmap(lambda c: batches(c)))
+    ... def test(batch): assert batch.n >= 1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+import gammapo_spec as R
+from gammapo_spec.validation import LENGTH_FIELDS, required_fields
+
+__all__ = ["Batch", "configs", "batches", "dtypes", "sizes", "taus", "queue_states", "invalid_inputs", "PATTERNS"]
+
+PATTERNS = ("normal", "near_tie", "extreme", "constant")
+
+
+def taus() -> st.SearchStrategy[float]:
+    """τ log-uniform in [1e-3, 1e3]."""
+    return st.floats(-3.0, 3.0).map(lambda e: float(10.0**e))
+
+
+def sizes(max_size: int = 4096) -> st.SearchStrategy[int]:
+    """Batch sizes: mostly 1..64, sometimes 256, 1024 or ``max_size`` (default 4096)."""
+    big = [s for s in (256, 1024, 4096) if s <= max_size]
+    return st.one_of(st.integers(1, min(64, max_size)), st.sampled_from(big or [max_size]))
+
+
+def dtypes() -> st.SearchStrategy[str]:
+    """The input dtypes of the dtype policy."""
+    return st.sampled_from(["float64", "float32", "bfloat16"])
+
+
+@st.composite
+def configs(draw, losses=R.LOSS_NAMES, calibration=("batch", "queue")) -> R.GammaPOConfig:
+    """A valid config for one of ``losses``; invalid combinations are rejected, not repaired."""
+    loss = draw(st.sampled_from(losses))
+    base = loss.removeprefix("gamma-")
+    kw = dict(
+        loss=loss,
+        beta=draw(st.sampled_from([1e-3, 0.05, 0.5, 1.0, 2.5, 10.0, 1e3])),
+        gamma_beta_ratio=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0, 5.0])),
+        tau=draw(taus()),
+        solver=draw(st.sampled_from(["mirror", "exact"])),
+        iters=draw(st.sampled_from([1, 2, 5, 20, 30])),
+        calibration=draw(st.sampled_from(calibration)),
+    )
+    if base in ("dpo", "simpo", "rdpo", "robust") and draw(st.booleans()):
+        kw["label_smoothing"] = draw(st.sampled_from([0.05, 0.2, 0.49]))
+    if base == "simpo" and draw(st.booleans()):
+        kw["sft_weight"] = draw(st.sampled_from([0.1, 1.0]))
+    if base == "rdpo":
+        kw["rdpo_alpha"] = draw(st.sampled_from([0.0, 0.1, -0.5]))
+    if kw["calibration"] == "queue":
+        q = draw(st.integers(1, 64))
+        kw.update(queue_size=q, sample_size=draw(st.integers(1, 96)), queue_warmup=draw(st.integers(0, q)))
+    try:
+        return R.GammaPOConfig(**kw)
+    except R.ConfigError:
+        assume(False)
+
+
+@dataclass
+class Batch:
+    """Per-pair float64 inputs (lengths are integers stored as float64) and how they were drawn."""
+
+    inputs: dict[str, np.ndarray]
+    pattern: str
+    seed: int
+    n: int = field(init=False)
+
+    def __post_init__(self):
+        self.n = int(next(iter(self.inputs.values())).shape[0])
+
+    def short(self) -> str:
+        """A compact description (for failure messages)."""
+        return f"Batch(n={self.n}, pattern={self.pattern!r}, seed={self.seed})"
+
+
+def make_batch(config: R.GammaPOConfig, n: int, pattern: str, seed: int) -> Batch:
+    """Deterministic inputs of ``n`` pairs for ``config`` (the drawn values are reproducible from these)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name in required_fields(config):
+        if name in LENGTH_FIELDS:
+            out[name] = rng.integers(1, 512, size=n).astype(np.float64)
+        elif pattern == "constant":
+            out[name] = np.full(n, -3.0)
+        elif pattern == "extreme":
+            out[name] = -np.abs(rng.normal(scale=1e4, size=n)) - 1.0
+        else:
+            out[name] = -np.abs(rng.normal(scale=20.0, size=n)) - 0.5
+    if pattern == "near_tie":
+        out["rejected_logps"] = out["chosen_logps"] * (1.0 + rng.choice([-1, 0, 1], size=n) * 2.0**-40)
+    return Batch(out, pattern, seed)
+
+
+@st.composite
+def batches(draw, config: R.GammaPOConfig, max_size: int = 4096) -> Batch:
+    """Inputs for ``config`` of a drawn size and pattern (see :data:`PATTERNS`)."""
+    n = draw(sizes(max_size))
+    return make_batch(config, n, draw(st.sampled_from(PATTERNS)), draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def queue_states(draw, config: R.GammaPOConfig | None = None):
+    """``(config, seed, pushes)``: a queue config and the gap batches that fill its state.
+
+    Replaying ``pushes`` with :func:`~gammapo_spec.calibrate_step` from ``init_state(config, seed)``
+    reaches a fill level between empty and wrapped around several times.
+    """
+    if config is None:
+        config = draw(configs(losses=("gamma-dpo", "gamma-simpo"), calibration=("queue",)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    k = draw(st.integers(0, 4))
+    pushes = [rng.normal(scale=3.0, size=draw(st.integers(1, 2 * config.queue_size))) for _ in range(k)]
+    return config, seed, pushes
+
+
+@st.composite
+def invalid_inputs(draw, config: R.GammaPOConfig):
+    """``(inputs, field)``: valid inputs broken in one drawn way; the error must name ``field``."""
+    good = make_batch(config, draw(st.integers(2, 8)), "normal", 0).inputs
+    name = draw(st.sampled_from(sorted(good)))
+    how = draw(st.sampled_from(["missing", "nan", "inf", "2d", "empty", "mismatch", "extra", "nonpositive"]))
+    bad = dict(good)
+    if how == "missing":
+        del bad[name]
+    elif how in ("nan", "inf"):
+        bad[name] = good[name].copy()
+        bad[name][0] = np.nan if how == "nan" else -np.inf
+    elif how == "2d":
+        bad[name] = good[name][:, None]
+    elif how == "empty":
+        bad = {k: v[:0] for k, v in good.items()}
+        name = sorted(good, key=required_fields(config).index)[0]
+    elif how == "mismatch":
+        bad[name] = good[name][:-1]
+    elif how == "extra":
+        extra = [f for f in ("ref_chosen_logps", "chosen_lengths") if f not in good]
+        assume(extra)
+        name = extra[0]
+        bad[name] = np.ones(len(good["chosen_logps"]))
+    elif how == "nonpositive":
+        assume(name in LENGTH_FIELDS)
+        bad[name] = good[name].copy()
+        bad[name][0] = 0.0
+    return bad, how

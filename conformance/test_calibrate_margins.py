@@ -1,0 +1,93 @@
+r"""Conformance of ``calibrate_margins``: values, mean = γ0, permutation equivariance, τ → ∞, errors."""
+
+import numpy as np
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+import gammapo_spec as R
+from gammapo_conformance._harness import repro
+from gammapo_conformance.strategies import dtypes, sizes, taus
+
+SOLVERS = st.sampled_from(["mirror", "exact"])
+GAMMA0S = st.sampled_from([0.0, 0.05, 1.0, 4.0, 100.0])
+
+
+@st.composite
+def gap_sets(draw, max_size=4096):
+    """Calibration sets: normal gaps of a drawn scale, with ties and extreme values mixed in."""
+    n = draw(sizes(max_size))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    h = rng.normal(scale=draw(st.sampled_from([1e-3, 1.0, 30.0])), size=n)
+    kind = draw(st.sampled_from(["plain", "ties", "extreme"]))
+    if kind == "ties":
+        h = np.round(h, 1)
+    elif kind == "extreme" and n > 1:
+        h[0] = 1e4
+    return h
+
+
+@given(gaps=gap_sets(), gamma0=GAMMA0S, tau=taus(), solver=SOLVERS, iters=st.integers(1, 30), dtype=dtypes())
+def test_calibrate_margins_values(conf, gaps, gamma0, tau, solver, iters, dtype):
+    conf.example(dtype)
+    note(repro(conf.ad.name, "calibrate_margins", R.GammaPOConfig(), dtype,
+               f"gaps = np.array({gaps.tolist()!r})\nkw = dict(gamma0={gamma0!r}, tau={tau!r}, solver={solver!r}, iters={iters})"))
+    with conf.ad.precision(dtype):
+        g = conf.ad.array(gaps, dtype)
+        got = conf.B.calibrate_margins(g, gamma0=gamma0, tau=tau, solver=solver, iters=iters)
+        ref = R.calibrate_margins(conf.ad.numpy(g), gamma0=gamma0, tau=tau, solver=solver, iters=iters)
+        conf.close(got, ref, dtype, "calibration", "calibrate_margins", scale=1.0 + gamma0, solver=solver, tau=tau)
+
+
+@given(gaps=gap_sets(), gamma0=GAMMA0S, tau=taus(), solver=SOLVERS)
+def test_calibrate_margins_mean_is_gamma0(conf, gaps, gamma0, tau, solver):
+    conf.example()
+    with conf.ad.precision("float64"):
+        m = conf.ad.numpy(conf.B.calibrate_margins(conf.ad.array(gaps, "float64"), gamma0=gamma0, tau=tau, solver=solver))
+    assert abs(m.mean() - gamma0) <= 1e-9 * (1 + gamma0), f"mean margin {m.mean()!r} != gamma0 {gamma0!r}"
+    assert np.all(m >= -1e-12 * (1 + gamma0)), "margins must be >= 0"
+
+
+@given(gaps=gap_sets(max_size=256), gamma0=GAMMA0S, tau=taus(), solver=SOLVERS)
+def test_calibrate_margins_permutation_equivariance(conf, gaps, gamma0, tau, solver):
+    conf.example()
+    perm = np.random.default_rng(len(gaps)).permutation(len(gaps))
+    with conf.ad.precision("float64"):
+        a = conf.ad.numpy(conf.B.calibrate_margins(conf.ad.array(gaps, "float64"), gamma0=gamma0, tau=tau, solver=solver))
+        b = conf.ad.numpy(conf.B.calibrate_margins(conf.ad.array(gaps[perm], "float64"), gamma0=gamma0, tau=tau, solver=solver))
+    np.testing.assert_allclose(a[perm], b, rtol=1e-9, atol=1e-9 * (1 + gamma0), err_msg="not permutation-equivariant")
+
+
+@given(gaps=gap_sets(max_size=256), gamma0=GAMMA0S, solver=SOLVERS)
+def test_calibrate_margins_large_tau_limit(conf, gaps, gamma0, solver):
+    """τ → ∞: the entropy term dominates and every margin is γ0."""
+    conf.example()
+    with conf.ad.precision("float64"):
+        m = conf.ad.numpy(conf.B.calibrate_margins(conf.ad.array(gaps, "float64"), gamma0=gamma0, tau=1e9, solver=solver))
+    np.testing.assert_allclose(m, gamma0, rtol=1e-6, atol=1e-6, err_msg="tau -> inf must give gamma0 for every pair")
+
+
+BAD_ARGS = [
+    dict(gamma0=-1.0), dict(tau=0.0), dict(tau=-2.0), dict(tau=float("inf")), dict(solver="newton"),
+    dict(iters=0), dict(gamma0=float("nan")),
+]
+
+
+@given(bad=st.sampled_from(BAD_ARGS + ["2d", "empty", "nan"]))
+def test_calibrate_margins_errors(conf, bad):
+    conf.example()
+    kw = dict(gamma0=1.0, tau=1.0, solver="mirror", iters=5)
+    gaps = np.array([1.0, -2.0, 0.5])
+    if isinstance(bad, dict):
+        kw.update(bad)
+    elif bad == "2d":
+        gaps = gaps[:, None]
+    elif bad == "empty":
+        gaps = gaps[:0]
+    else:
+        gaps = np.array([1.0, np.nan])
+    note(f"gaps={gaps.tolist()}, kw={kw}")
+    with conf.ad.precision("float64"):
+        g = conf.ad.array(gaps, "float64")
+        conf.same_error(lambda: R.calibrate_margins(gaps, **kw), lambda: conf.B.calibrate_margins(g, **kw),
+                        "calibrate_margins")

@@ -1,0 +1,24 @@
+r"""Conformance of ``pair_losses`` ℓ(z): values over the whole real line (|z| up to 1e4: no overflow)."""
+
+import numpy as np
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+import gammapo_spec as R
+from gammapo_conformance.strategies import configs, dtypes
+
+ZS = st.lists(
+    st.one_of(st.floats(-50, 50), st.sampled_from([-1e4, -800.0, -100.0, 0.0, 100.0, 800.0, 1e4])), min_size=1, max_size=64
+)
+
+
+@given(config=configs(), z=ZS, dtype=dtypes())
+def test_pair_losses_values(conf, config, z, dtype):
+    conf.example(dtype)
+    note(f"config = R.{config!r}\nz = np.array({z!r})")
+    with conf.ad.precision(dtype):
+        bz = conf.ad.array(z, dtype)
+        got = conf.ad.numpy(conf.B.pair_losses(config, bz))
+        ref = R.pair_losses(config, conf.ad.numpy(bz))
+    assert np.all(np.isfinite(got)), f"pair_losses: non-finite values {got[~np.isfinite(got)][:5]} (overflow?)"
+    conf.close(got, ref, dtype, "values", "pair_losses", scale=1.0)
