@@ -1,0 +1,192 @@
+r"""Per-call latency of one queue-mode calibration step: gammapo's JAX backend (jitted) vs the released code.
+
+Run: ``python -m benchmarks.bench_calibration_jax [--quick] [--out DIR] [--repeats R]`` (or
+``python -m benchmarks calibration_jax``). Writes ``calibration_jax.md`` and ``.json`` in the results
+folder (default ``benchmarks/results``).
+
+The workload is the one of :mod:`benchmarks.bench_calibration_torch`: for a calibration set of M gaps
+(M = 64, 256, 1024, 4096), n = M/4 current gaps, ``sample_size = M``, a full queue of
+``max(2048, M)`` stored gaps; each step samples S = M − n stored gaps, runs K = 20 mirror iterations
+on M gaps, keeps the n current margins and pushes them. Released Llama-3 recipe (β = 10, γ0 = 4,
+τ = 10), float32. Contenders, timed interleaved in the same process (median over repeats of the mean
+per call, with the interquartile range):
+
+* ``released`` — :func:`benchmarks.released_baseline.released_calibrate` (the shared released-code
+  stand-in, torch CPU, 1 thread): ``.tolist()`` of the gaps, ``random.sample`` from a Python list, a
+  new tensor, a Python loop of small torch ops;
+* ``gammapo jax jit`` — ``jax.jit(gammapo_jax.calibrate_step)`` on a :class:`gammapo_jax.QueueState`
+  (hash sampling, masked mirror solver in ``lax.fori_loop``, ring-buffer push; one XLA program),
+  each call ended by ``block_until_ready``;
+* ``jit call floor`` — a jitted ``h + 1`` with ``block_until_ready``: the fixed cost of dispatching
+  any jitted function here, for reading the row above.
+
+``ratio`` is the released median divided by the contender's median (higher is better). CPU only: no
+GPU is lent to this task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import gammapo_jax as G
+from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+from benchmarks.released_baseline import released_calibrate
+from gammapo_spec.config import GammaPOConfig
+
+__all__ = ["main", "setup", "contenders", "time_interleaved", "verdict"]
+
+SIZES = (64, 256, 1024, 4096)
+QUICK_SIZES = (64, 256)
+BETA, GAMMA_BETA_RATIO, TAU = 10.0, 0.4, 10.0  # the released Llama-3-8B-Instruct recipe
+GAMMA0 = BETA * GAMMA_BETA_RATIO
+
+
+def setup(m: int, seed: int = 0) -> dict[str, Any]:
+    """The config, a full JAX queue state, the same gaps as a Python-list queue, and current gaps.
+
+    Example:
+        >>> s = setup(64)
+        >>> s["gaps"].shape, int(s["state"].size), len(s["queue"])
+        ((16,), 2048, 2048)
+    """
+    n = max(m // 4, 1)
+    capacity = max(2048, m)
+    config = GammaPOConfig(
+        loss="gamma-simpo", beta=BETA, gamma_beta_ratio=GAMMA_BETA_RATIO, tau=TAU, calibration="queue",
+        queue_size=capacity, sample_size=m, check_values=False,
+    )
+    rng = np.random.default_rng(seed)
+    history = (rng.normal(size=capacity) * 3.0).astype(np.float32)
+    state = G.state_from_dict({"buffer": history, "size": capacity, "head": 0, "step": 0, "seed": seed},
+                              dtype="float32")
+    gaps = (rng.normal(size=n) * 3.0).astype(np.float32)
+    return {"config": config, "state": state, "queue": history.astype(np.float64).tolist(), "rng": random.Random(seed),
+            "gaps": jnp.asarray(gaps), "gaps_torch": torch.from_numpy(gaps), "n": n, "capacity": capacity}
+
+
+def contenders(s: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """The timed callables for one size (each returns once its result is computed)."""
+    config, state, gaps = s["config"], s["state"], s["gaps"]
+    step = jax.jit(lambda st, h: G.calibrate_step(config, st, h))
+    floor = jax.jit(lambda h: h + 1.0)
+    return {
+        "released": lambda: released_calibrate(s["gaps_torch"], s["queue"], gamma0=GAMMA0, tau=TAU,
+                                               sample_size=config.sample_size, capacity=s["capacity"], rng=s["rng"]),
+        "gammapo jax jit": lambda: jax.block_until_ready(step(state, gaps)),
+        "jit call floor": lambda: floor(gaps).block_until_ready(),
+    }
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, inner: int) -> dict[str, list[float]]:
+    """Per-call seconds of each function: ``repeats`` rounds, each timing ``inner`` calls of every one in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up (and compilation) outside the timed rounds
+        for _ in range(3):
+            fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return samples
+
+
+def agreement(s: dict[str, Any]) -> float:
+    """Max |margins(JAX, float32) − margins(gammapo_spec, float64)| on this size's first step (a sanity check)."""
+    import gammapo_spec
+
+    d = G.state_to_dict(s["state"])
+    want, _ = gammapo_spec.calibrate_step(s["config"], gammapo_spec.state_from_dict(d), np.asarray(s["gaps"], np.float64))
+    got, _ = G.calibrate_step(s["config"], s["state"], s["gaps"])
+    return float(np.max(np.abs(np.asarray(got, np.float64) - want)))
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def verdict(records: list[dict[str, Any]], target: float = 20.0, at: int = 256) -> list[str]:
+    """One line on the issue's target (≥ 20× the released path at 256 gaps on CPU), from the measured ratio."""
+    r = next((r for r in records if r["gaps"] == at and r["contender"] == "gammapo jax jit"), None)
+    if r is None:
+        return []
+    met = "met" if r["ratio_vs_released"] >= target else "not met"
+    return [f"Target ≥ {target:g}× the released path at {at} gaps on CPU: **{met}** here ({r['ratio_vs_released']:.1f}×)."]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the table; write ``calibration_jax.md`` / ``.json``. Returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_calibration_jax", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 64 and 256, few repeats (a smoke test)")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds per size")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    repeats = args.repeats or (5 if args.quick else 25)
+    machine = machine_info()
+    gpu_note = "No GPU is lent to this task: CPU only (jax backend: " + jax.default_backend() + ")."
+    print(f"Machine: {machine_line(machine)}", flush=True)
+    load_before = _load()
+    rows, records = [], []
+    for m in sizes:
+        s = setup(m)
+        fns = contenders(s)
+        t0 = time.perf_counter()
+        diff = agreement(s)
+        fns["gammapo jax jit"]()  # compile
+        compile_s = time.perf_counter() - t0
+        inner = 3 if args.quick else max(2, int(round(20 * 256 / max(m, 256))))
+        summary = {name: stats(v) for name, v in time_interleaved(fns, repeats, inner).items()}
+        base = summary["released"]["median"]
+        for name, st in summary.items():
+            ratio = base / st["median"]
+            rows.append([m, s["n"], name, f"{st['median'] * 1e6:.0f}", f"{st['q1'] * 1e6:.0f}–{st['q3'] * 1e6:.0f}",
+                         "—" if name in ("released", "jit call floor") else f"{ratio:.1f}×"])
+            records.append({"gaps": m, "current": s["n"], "contender": name, "ratio_vs_released": ratio,
+                            **{f"{k}_us": v * 1e6 for k, v in st.items() if k != "n"}, "repeats": st["n"], "inner": inner})
+            print(" | ".join(str(c) for c in rows[-1]), flush=True)
+        print(f"  (M={m}: |JAX f32 − spec f64| margins ≤ {diff:.1e}; eager check + compile {compile_s:.1f} s)")
+    header = ["gaps M", "current n", "contender", "median µs/call", "IQR µs", "speed-up vs released"]
+    md = [
+        "# Calibration latency: gammapo JAX (jit) vs the released code's per-step path",
+        "",
+        f"Machine: {machine_line(machine)}; torch threads (baseline): {torch.get_num_threads()}.",
+        gpu_note,
+        "",
+        "One queue-mode calibration step per call (sample M − n stored gaps, K = 20 mirror iterations on M gaps,",
+        "push n gaps), float32, γ0 = 4, τ = 10. Baseline: `benchmarks.released_baseline.released_calibrate` "
+        "(host `.tolist()`, `random.sample`, new tensor, Python loop of torch ops).",
+        f"Contenders interleaved in one run; median over {repeats} repeats of the mean per call, with its IQR; "
+        "JAX calls end with `block_until_ready`. `jit call floor` is a jitted `h + 1`.",
+        f"Produced by `python -m benchmarks.bench_calibration_jax{' --quick' if args.quick else ''}`. "
+        f"Load average (1 min) before / after: {load_before:.1f} / {_load():.1f} on {machine['cores']} cores "
+        "(shared machine: absolute times are inflated; the interleaved ratios are the result).",
+        "",
+        *markdown_table(header, rows),
+        "",
+        *verdict(records),
+    ]
+    data = {"machine": machine, "quick": args.quick, "gpu_note": gpu_note, "baseline": "benchmarks.released_baseline.released_calibrate",
+            "config": {"gamma0": GAMMA0, "tau": TAU, "iters": 20, "dtype": "float32"}, "results": records,
+            "load_average_before": load_before, "verdict": verdict(records)}
+    for path in write_results("calibration_jax", args.out, md, data):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
