@@ -137,15 +137,42 @@ def check_state(config: GammaPOConfig, state: Any) -> QueueState | None:
     return state
 
 
+def _kth_smallest(k: jax.Array, valid: jax.Array, count: int) -> jax.Array:
+    """The ``count``-th smallest of the valid ``uint32`` keys ``k`` (``0xFFFFFFFF`` if fewer are valid):
+    a 32-step bisection on the key value, each step one compare-and-count over the slots."""
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // jnp.uint32(2)
+        enough = jnp.sum((valid & (k <= mid)).astype(jnp.int32)) >= count
+        return jnp.where(enough, lo, mid + jnp.uint32(1)), jnp.where(enough, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    return lo
+
+
 def candidate_slots(state: QueueState, count: int) -> jax.Array:
-    """The first ``count`` (static) slots in sampling order: valid slots by increasing key, then the
-    invalid ones. The spec's sample of S gaps is the first S of these."""
+    """The first ``count`` (static) slots in sampling order: the valid slots with the smallest keys,
+    by increasing key (the spec's sample of S = min(size, count) slots is the first S of these),
+    then filler slots (masked out by the caller).
+
+    Sorting all ``capacity`` keys is slow on XLA:CPU (~0.4 ms for 2048), so: find the ``count``-th
+    smallest valid key t by bisection, keep the valid slots with key ≤ t (exactly ``count`` of
+    them when ``size ≥ count``: the keys ``hash32(key + i)`` of distinct slots are distinct, as
+    hash32 is a bijection), and sort only those by key. Same slots, same order as the spec.
+    """
     cap = state.capacity
-    keys = _hash.sample_keys(state.seed, state.step, cap)
-    slots = jnp.arange(cap, dtype=jnp.int32)
-    invalid = (slots >= state.size).astype(jnp.uint32)
-    _, _, order = jax.lax.sort((invalid, keys, slots), num_keys=2)
-    return order[:count]
+    if count == 0:
+        return jnp.zeros((0,), dtype=jnp.int32)
+    invalid_key = jnp.uint32(0xFFFFFFFF)
+    valid = jnp.arange(cap, dtype=jnp.int32) < state.size
+    keys = jnp.where(valid, _hash.sample_keys(state.seed, state.step, cap), invalid_key)
+    chosen = valid & (keys <= _kth_smallest(keys, valid, count))
+    slots = jnp.nonzero(chosen, size=count, fill_value=cap - 1)[0].astype(jnp.int32)
+    real = jnp.arange(count, dtype=jnp.int32) < jnp.minimum(state.size, count)
+    # stable: a valid key equal to 0xFFFFFFFF stays ahead of the fillers (which come last in `slots`)
+    _, order = jax.lax.sort((jnp.where(real, keys[slots], invalid_key), slots), num_keys=1, is_stable=True)
+    return order
 
 
 def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:

@@ -130,3 +130,14 @@ def test_jax_gamma_po_loss_jitted_step_traces_once(mode):
     assert len(traces) == 1, f"the step was traced {len(traces)} times over 5 steps"
     if mode == "queue":
         assert int(state.step) == 5 and int(state.size) == 16
+
+
+@pytest.mark.parametrize("size", (0, 1, 5, 100, 191, 192, 193, 1000, 2048))
+def test_jax_sample_slots_bit_exact(size):
+    """The sampled slots (and their order) equal gammapo_spec.state.sample_slots for any fill level."""
+    cap, c = 2048, 192
+    for step in (0, 1, 17, 2**32 - 1):
+        d = {"buffer": np.zeros(cap), "size": size, "head": size % cap, "step": step, "seed": 2024}
+        want = sample_slots(gammapo_spec.state_from_dict(d), min(size, c))
+        got = np.asarray(candidate_slots(G.state_from_dict(d), c))[: len(want)]
+        np.testing.assert_array_equal(got, want, err_msg=f"size={size} step={step}")
