@@ -22,3 +22,21 @@ def test_pair_losses_values(conf, config, z, dtype):
         ref = R.pair_losses(config, conf.ad.numpy(bz))
     assert np.all(np.isfinite(got)), f"pair_losses: non-finite values {got[~np.isfinite(got)][:5]} (overflow?)"
     conf.close(got, ref, dtype, "values", "pair_losses", scale=1.0)
+
+
+@given(
+    loss=st.sampled_from(["dpo", "simpo", "rdpo", "robust", "gamma-dpo", "gamma-simpo", "gamma-robust"]),
+    eps=st.sampled_from([0.01, 0.1, 0.3, 0.49]),
+    z=ZS,
+    dtype=dtypes(),
+)
+def test_pair_losses_label_smoothing(conf, loss, eps, z, dtype):
+    """The smoothed losses (cDPO; robust's assumed flip rate) for every ε, both signs of z."""
+    conf.example(dtype)
+    config = R.GammaPOConfig(loss=loss, label_smoothing=eps)
+    note(f"config = R.{config!r}\nz = np.array({z!r})")
+    with conf.ad.precision(dtype):
+        bz = conf.ad.array(z, dtype)
+        got = conf.ad.numpy(conf.B.pair_losses(config, bz))
+        ref = R.pair_losses(config, conf.ad.numpy(bz))
+    conf.close(got, ref, dtype, "values", "pair_losses (label smoothing)", scale=1.0)

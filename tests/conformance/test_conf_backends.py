@@ -1,0 +1,21 @@
+"""The conformance suite on the three backends of the project, at CI settings.
+
+CI: ``--max-examples`` 25 for numpy and torch, 6 for jax (every new shape recompiles under jit, ~2 s
+an example on a shared core); a release run uses 200 for every backend with ``--derandomize``.
+"""
+
+import pytest
+
+from conf_run import run_suite
+
+CI_EXAMPLES = {"numpy": 25, "torch": 25, "jax": 6}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_conformance_suite_passes(backend, tmp_path):
+    pytest.importorskip({"numpy": "numpy", "torch": "torch", "jax": "jax"}[backend])
+    rc, report, output = run_suite(backend, tmp_path, "--max-examples", str(CI_EXAMPLES[backend]))
+    assert report is not None, output[-3000:]
+    failing = [op for op, cell in report["cells"].items() if cell == "fail"]
+    assert rc == 0 and not failing, f"{backend} fails conformance on {failing}:\n{output[-6000:]}"
+    assert all(cell in ("pass", "xfail") for cell in report["cells"].values()), report["cells"]
