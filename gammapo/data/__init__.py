@@ -1,0 +1,21 @@
+"""Preference-data tools: alignment-potential selection and reward-augmented relabelling.
+
+Pure Python over records (lists of dicts) or Hugging Face ``datasets.Dataset`` objects; the maths
+is defined in :mod:`gammapo_spec.alignment_potential` and :mod:`gammapo_spec.reward_augmented`.
+
+* :mod:`gammapo.data.io` — read and write JSONL files and ``datasets`` directories (``save_to_disk``);
+* :mod:`gammapo.data.select` — score pairs and keep the top fraction (``gammapo select``);
+* :mod:`gammapo.data.augment` — reward-augmented relabelling (``gammapo augment``);
+* :mod:`gammapo.data.logprobs` — fill in the log-prob and length columns with a local causal LM;
+* :mod:`gammapo.data.cli` — the two command lines.
+
+Nothing here loses or duplicates a record silently: every operation returns counts
+(``read``, ``invalid``, ``filtered``, ``written``) with ``read == invalid + filtered + written`` for
+selection and ``written == 2 * kept`` for augmentation.
+"""
+
+from .augment import augment_pairs
+from .io import DataError, read_data, write_data
+from .select import select_pairs
+
+__all__ = ["DataError", "augment_pairs", "read_data", "select_pairs", "write_data"]

@@ -1,0 +1,98 @@
+"""Reward-augmented relabelling of a preference data set (``gammapo augment``).
+
+The transform is :func:`gammapo_spec.reward_augmented.augment_record` applied to every record, in
+order; this module adds the data plumbing: ``datasets.Dataset`` in and out, the place of a bad record
+in errors, skipping bad records on request, and counts.
+
+Counts: ``read == invalid + kept + dropped_lower + dropped_ties`` and ``written == 2 * kept``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gammapo_spec.errors import InputError
+from gammapo_spec.reward_augmented import DEFAULT_TEMPLATE, augment_record
+
+from .io import DataError, Table, as_table, progress
+
+__all__ = ["AugmentResult", "augment_pairs"]
+
+
+@dataclass
+class AugmentResult:
+    """What :func:`augment_pairs` returns: ``data`` (same kind as the input), ``counts``, and
+    ``skipped``, the ``(location, message)`` of every invalid record left out."""
+
+    data: Any
+    counts: dict[str, int]
+    skipped: list[tuple[str, str]]
+
+
+def augment_pairs(
+    data: Any,
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    mode: str = "system",
+    separator: str = "\n\n",
+    chosen_score_field: str = "score_chosen",
+    rejected_score_field: str = "score_rejected",
+    ties: str = "keep",
+    skip_invalid: bool = False,
+    show_progress: bool | None = None,
+) -> AugmentResult:
+    r"""Relabel every pair with :math:`s_w \ge s_l` into two score-conditioned pairs.
+
+    Args:
+        data: ``list[dict]``, ``datasets.Dataset`` or a :class:`~gammapo.data.io.Table`.
+        template, mode, separator, chosen_score_field, rejected_score_field, ties: see
+            :func:`gammapo_spec.reward_augmented.augment_record`.
+        skip_invalid: count and leave out bad records instead of raising.
+        show_progress: a progress bar (``None``: only on a terminal).
+
+    Returns:
+        An :class:`AugmentResult`; a ``datasets.Dataset`` input gives a ``datasets.Dataset``.
+
+    Raises:
+        DataError: a bad record (its place and ``field`` named), unless ``skip_invalid``.
+        ConfigError: a bad ``mode``, ``ties`` or ``template`` (raised even with ``skip_invalid``).
+
+    Example:
+        >>> rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "score_chosen": 7, "score_rejected": 2}]
+        >>> res = augment_pairs(rows, mode="prefix", template="[{score}] ", separator="")
+        >>> [r["prompt"] for r in res.data], res.counts["written"]
+        (['[7] p', '[2] p'], 2)
+    """
+    table: Table = as_table(data)
+    kwargs = dict(template=template, mode=mode, separator=separator, chosen_score_field=chosen_score_field,
+                  rejected_score_field=rejected_score_field, ties=ties)
+    counts = {"read": len(table) + len(table.invalid), "invalid": len(table.invalid), "kept": 0,
+              "dropped_lower": 0, "dropped_ties": 0, "written": 0}
+    rows = table.data  # a list of dicts, or a Dataset (which iterates as dicts)
+    out: list[dict] = []
+    skipped = list(table.invalid)
+    for i, record in enumerate(progress(rows, total=len(table), desc="augment", enabled=show_progress)):
+        try:
+            new = augment_record(record, **kwargs)
+        except InputError as exc:
+            if not skip_invalid:
+                raise DataError(str(exc), field=exc.field, location=table.where(i)) from None
+            counts["invalid"] += 1
+            skipped.append((table.where(i), str(exc)))
+            continue
+        if new:
+            counts["kept"] += 1
+            out.extend(new)
+        elif record[chosen_score_field] < record[rejected_score_field]:
+            counts["dropped_lower"] += 1
+        else:
+            counts["dropped_ties"] += 1
+    counts["written"] = len(out)
+    assert counts["written"] == 2 * counts["kept"]
+    assert counts["read"] == counts["invalid"] + counts["kept"] + counts["dropped_lower"] + counts["dropped_ties"]
+    if table.kind == "datasets":
+        import datasets
+
+        return AugmentResult(datasets.Dataset.from_list(out), counts, skipped)
+    return AugmentResult(out, counts, skipped)
