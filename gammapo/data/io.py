@@ -92,7 +92,7 @@ def as_table(data: Any) -> Table:
     if isinstance(data, Table):
         return data
     if isinstance(data, list):
-        return Table("jsonl", "<records>", data, list(range(len(data))))
+        return Table("jsonl", "<records>", data)
     if hasattr(data, "column_names") and hasattr(data, "select"):
         return Table("datasets", "<dataset>", data)
     raise ConfigError(f"data must be a list of dicts, a datasets.Dataset or a Table, got {type(data).__name__}", field="data")
