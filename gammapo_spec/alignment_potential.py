@@ -25,7 +25,7 @@ top fraction by AP is kept (0.4 in the released script).
 
 Decisions fixed by this spec (alternatives named):
 
-* ``std`` is the population standard deviation (``ddof=0``). A constant column (``std == 0``)
+* ``std`` is the population standard deviation (``ddof=0``). A constant column (all values equal)
   standardises to all zeros: it carries no ranking information (the alternative, raising, would
   make a data set where every implicit margin is equal, e.g. before training, unusable).
 * β does not appear: z-scores are invariant under :math:`v \mapsto a v + b` with :math:`a > 0`, so
@@ -51,6 +51,9 @@ from .validation import check_finite, check_positive
 __all__ = [
     "VARIANTS",
     "METRICS",
+    "check_column_shape",
+    "check_variant",
+    "check_weight",
     "zscore",
     "explicit_margin",
     "implicit_margin",
@@ -66,20 +69,37 @@ VARIANTS = ("reference-free", "reference-based")
 METRICS = ("alignment-potential", "explicit-margin", "implicit-margin")
 
 
+def check_column_shape(name: str, shape: tuple[int, ...], n: int | None = None) -> int:
+    """Check one per-pair input's shape: 1-D, non-empty and, if ``n`` is given, of length ``n``.
+
+    Shared by the backends so that they raise the reference's class and message.
+
+    Returns:
+        The number of pairs.
+
+    Raises:
+        InputError: naming ``name``.
+    """
+    shape = tuple(shape)
+    if len(shape) != 1:
+        raise InputError(f"{name} must be 1-D (one value per pair), got shape {shape}", field=name)
+    if shape[0] == 0:
+        raise InputError(f"{name} is empty: selection needs at least one pair", field=name)
+    if n is not None and shape[0] != n:
+        raise InputError(f"{name} has {shape[0]} pairs but the first input has {n}; all inputs need the same length", field=name)
+    return shape[0]
+
+
 def _column(name: str, values, n: int | None = None) -> np.ndarray:
     if values is None:
         raise InputError(f"{name} is needed but was not given", field=name)
     a = np.asarray(values, dtype=np.float64)
-    if a.ndim != 1:
-        raise InputError(f"{name} must be 1-D (one value per pair), got shape {a.shape}", field=name)
-    if a.shape[0] == 0:
-        raise InputError(f"{name} is empty: selection needs at least one pair", field=name)
-    if n is not None and a.shape[0] != n:
-        raise InputError(f"{name} has {a.shape[0]} pairs but the first input has {n}; all inputs need the same length", field=name)
+    check_column_shape(name, a.shape, n)
     return a
 
 
-def _check_variant(variant: str) -> None:
+def check_variant(variant: str) -> None:
+    """Raise :class:`ConfigError` (``field="variant"``) unless ``variant`` is one of :data:`VARIANTS`."""
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {variant!r}", field="variant")
 
@@ -87,7 +107,10 @@ def _check_variant(variant: str) -> None:
 def zscore(values, *, field: str = "values") -> np.ndarray:
     r"""Standardise over the data set: :math:`z_i = (v_i - \bar v) / \operatorname{std}(v)`.
 
-    ``std`` is the population standard deviation (``ddof=0``); a constant input gives all zeros.
+    ``std`` is the population standard deviation (``ddof=0``). A constant input (all values
+    exactly equal) gives all zeros; the test is ``max == min``, not ``std == 0``, because the
+    rounded mean of equal values can differ from them (``mean([0.1] * 3) != 0.1``), which would
+    turn a constant column into ±1.
 
     Args:
         values: ``[N]`` finite values, N ≥ 1.
@@ -108,11 +131,10 @@ def zscore(values, *, field: str = "values") -> np.ndarray:
     """
     v = _column(field, values)
     check_finite(field, bool(np.all(np.isfinite(v))))
-    centred = v - v.mean()
-    std = float(np.sqrt(np.mean(centred * centred)))
-    if std == 0.0:
+    if v.max() == v.min():
         return np.zeros_like(v)
-    return centred / std
+    centred = v - v.mean()
+    return centred / np.sqrt(np.mean(centred * centred))
 
 
 def explicit_margin(chosen_scores, rejected_scores) -> np.ndarray:
@@ -178,7 +200,7 @@ def implicit_margin(
         ...                 ref_chosen_logps=[-5.0], ref_rejected_logps=[-7.0]).tolist()
         [3.0]
     """
-    _check_variant(variant)
+    check_variant(variant)
     c = _column("chosen_logps", chosen_logps)
     n = c.shape[0]
     r = _column("rejected_logps", rejected_logps, n)
@@ -210,7 +232,8 @@ def implicit_margin(
     return np.abs((c - a) - (r - b))
 
 
-def _check_weight(weight: float) -> float:
+def check_weight(weight: float) -> float:
+    """Return ``weight`` as a float; :class:`ConfigError` (``field="weight"``) unless finite and ≥ 0."""
     try:
         w = float(weight)
     except (TypeError, ValueError):
@@ -242,7 +265,7 @@ def alignment_potential(explicit_margins, implicit_margins, *, weight: float = 1
         >>> alignment_potential([1.0, 1.0, 4.0], [0.0, 3.0, 0.0], weight=0.5).round(6).tolist()
         [-0.353553, -1.414214, 1.767767]
     """
-    w = _check_weight(weight)
+    w = check_weight(weight)
     ex = _column("explicit_margins", explicit_margins)
     im = _column("implicit_margins", implicit_margins, ex.shape[0])
     return zscore(ex, field="explicit_margins") - w * zscore(im, field="implicit_margins")
@@ -284,7 +307,7 @@ def selection_scores(
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}", field="metric")
     if metric == "alignment-potential":
-        _check_weight(weight)
+        check_weight(weight)
         ex = _column("explicit_margins", explicit_margins)
         return alignment_potential(ex, _column("implicit_margins", implicit_margins, ex.shape[0]), weight=weight)
     if metric == "explicit-margin":

@@ -217,3 +217,10 @@ def test_alignment_potential_bad_input_raises_named_error(call, cls, field):
     with pytest.raises(cls) as info:
         call()
     assert info.value.field == field, f"error names {info.value.field!r}, expected {field!r}: {info.value}"
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 0.7, -2.9])
+@pytest.mark.parametrize("n", [2, 3, 7, 11])
+def test_zscore_constant_column_is_zero_despite_a_rounded_mean(value, n):
+    # mean([0.1] * 3) != 0.1 in floating point: a std == 0 test would give ±1 here
+    assert zscore([value] * n).tolist() == [0.0] * n
