@@ -110,7 +110,9 @@ def zscore(values, *, field: str = "values") -> np.ndarray:
     ``std`` is the population standard deviation (``ddof=0``). A constant input (all values
     exactly equal) gives all zeros; the test is ``max == min``, not ``std == 0``, because the
     rounded mean of equal values can differ from them (``mean([0.1] * 3) != 0.1``), which would
-    turn a constant column into ±1.
+    turn a constant column into ±1. The centred values are rescaled by their largest magnitude
+    before squaring (z does not change), so spreads of 1e-300 or values of 1e300 standardise
+    without underflow or overflow (the mean itself needs ``|v| < 1e307``).
 
     Args:
         values: ``[N]`` finite values, N ≥ 1.
@@ -133,7 +135,10 @@ def zscore(values, *, field: str = "values") -> np.ndarray:
     check_finite(field, bool(np.all(np.isfinite(v))))
     if v.max() == v.min():
         return np.zeros_like(v)
+    # z is invariant to positive rescaling: rescaling the centred values by their largest magnitude
+    # keeps the variance from underflowing (spreads of 1e-300) or overflowing (values of 1e300)
     centred = v - v.mean()
+    centred = centred / np.max(np.abs(centred))
     return centred / np.sqrt(np.mean(centred * centred))
 
 

@@ -76,10 +76,13 @@ def zscore(values, *, field: str = "values", check_values: bool = True):
     """:func:`gammapo_spec.alignment_potential.zscore` on an array (all zeros when constant)."""
     v = _columns({field: values})[field]
     _finite(field, v, check_values)
-    centred = v - v.mean()
-    std = jnp.sqrt(jnp.mean(centred * centred))
     constant = v.max() == v.min()
-    return jnp.where(constant, jnp.zeros_like(v), centred / jnp.where(constant, jnp.ones_like(std), std))
+    one = jnp.ones_like(v[0])
+    # the reference's arithmetic: the centred values rescaled by their largest magnitude
+    centred = v - v.mean()
+    centred = centred / jnp.where(constant, one, jnp.max(jnp.abs(centred)))
+    std = jnp.sqrt(jnp.mean(centred * centred))
+    return jnp.where(constant, jnp.zeros_like(v), centred / jnp.where(constant, one, std))
 
 
 def explicit_margin(chosen_scores, rejected_scores, *, check_values: bool = True):

@@ -69,10 +69,13 @@ def zscore(values, *, field: str = "values", check_values: bool = True) -> torch
     """:func:`gammapo_spec.alignment_potential.zscore` on a tensor (all zeros when constant)."""
     v = _columns({field: values})[field]
     _finite(field, v, check_values)
-    centred = v - v.mean()
-    std = torch.sqrt(torch.mean(centred * centred))
     constant = v.max() == v.min()
-    return torch.where(constant, torch.zeros_like(v), centred / torch.where(constant, torch.ones_like(std), std))
+    one = torch.ones_like(v[0])
+    # the reference's arithmetic: the centred values rescaled by their largest magnitude
+    centred = v - v.mean()
+    centred = centred / torch.where(constant, one, torch.max(torch.abs(centred)))
+    std = torch.sqrt(torch.mean(centred * centred))
+    return torch.where(constant, torch.zeros_like(v), centred / torch.where(constant, one, std))
 
 
 def explicit_margin(chosen_scores, rejected_scores, *, check_values: bool = True) -> torch.Tensor:

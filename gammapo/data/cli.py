@@ -14,6 +14,7 @@ run with its place and field (exit status 2) unless ``--skip-invalid``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -63,6 +64,15 @@ def build_augment_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """No progress bars from ``datasets`` and ``transformers`` (``--quiet``)."""
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def _report(prog: str, counts: dict[str, int], output: str) -> None:
     print(f"{prog}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) + f" -> {output}", file=sys.stderr)
 
@@ -85,6 +95,8 @@ def select_main(argv: Sequence[str] | None = None) -> int:
         from .select import select_pairs
 
         show = False if args.quiet else None
+        if args.quiet:
+            _quiet_libraries()
         table = read_data(args.input, split=args.split, skip_invalid=args.skip_invalid)
         metric = args.baseline or "alignment-potential"
         if args.model or args.ref_model:
@@ -95,6 +107,8 @@ def select_main(argv: Sequence[str] | None = None) -> int:
                     print("gammapo select: note: --ref-model is used by --variant reference-based only", file=sys.stderr)
                     continue
                 model, tok = load_model(path)
+                if args.quiet:
+                    _quiet_libraries()
                 table.data, computed = fill_logprobs(table, model, tok, prefix=prefix, batch_size=args.batch_size,
                                                      show_progress=show)
                 print(f"gammapo select: computed {prefix or 'policy '}log-probs for {computed} records with {path}", file=sys.stderr)
@@ -118,6 +132,8 @@ def augment_main(argv: Sequence[str] | None = None) -> int:
         from .augment import augment_pairs
         from .io import read_data, write_data
 
+        if args.quiet:
+            _quiet_libraries()
         table = read_data(args.input, split=args.split, skip_invalid=args.skip_invalid)
         result = augment_pairs(table, template=args.template, mode=args.mode, separator=args.separator,
                                chosen_score_field=args.chosen_score_field, rejected_score_field=args.rejected_score_field,

@@ -25,7 +25,8 @@ def _jsonl(path, rows):
 
 
 def _read(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
 
 
 def gammapo(*args):

@@ -224,3 +224,10 @@ def test_alignment_potential_bad_input_raises_named_error(call, cls, field):
 def test_zscore_constant_column_is_zero_despite_a_rounded_mean(value, n):
     # mean([0.1] * 3) != 0.1 in floating point: a std == 0 test would give ±1 here
     assert zscore([value] * n).tolist() == [0.0] * n
+
+
+@pytest.mark.parametrize("v", [[0.0, 4.34e-304], [1e300, -1e300, 5e299], [1.0, 1.0 + 2**-51, 1.0 + 2**-50], [-1e-310, 0.0, 1e-310]])
+def test_zscore_extreme_scales_neither_underflow_nor_overflow(v):
+    z = zscore(v)
+    assert np.all(np.isfinite(z)), z
+    assert abs(z.mean()) < 1e-12 and abs(z.std() - 1.0) < 1e-12
