@@ -125,7 +125,19 @@ def _run_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands handed to another module's ``main(argv)`` with every argument after the name untouched
+#: (so ``gammapo train --help`` shows the trainer's own help).
+_PASSTHROUGH: dict[str, tuple[str, str]] = {
+    "conformance": ("gammapo_conformance:main", "run the conformance suite against a backend"),
+    "train": ("gammapo.train.cli:main", "train with γ-PO through TRL"),
+    "select": ("gammapo.data.cli:select_main", "alignment-potential selection of preference data"),
+    "augment": ("gammapo.data.cli:augment_main", "reward-augmented relabelling of preference data"),
+    "bench": ("benchmarks.__main__:main", "run the benchmarks (from a checkout)"),
+}
+
+
 def _passthrough(sub: argparse._SubParsersAction, name: str, help_text: str, target: str) -> None:
+    # Listed for `gammapo --help`; `main` dispatches these before argparse sees their arguments.
     p = sub.add_parser(name, help=help_text, add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda args: _delegate(target, args.rest))
@@ -148,11 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_calibrate(sub)
     _add_backends(sub)
-    _passthrough(sub, "conformance", "run the conformance suite against a backend", "gammapo_conformance:main")
-    _passthrough(sub, "train", "train with γ-PO through TRL", "gammapo.train.cli:main")
-    _passthrough(sub, "select", "alignment-potential selection of preference data", "gammapo.data.cli:select_main")
-    _passthrough(sub, "augment", "reward-augmented relabelling of preference data", "gammapo.data.cli:augment_main")
-    _passthrough(sub, "bench", "run the benchmarks (from a checkout)", "benchmarks.__main__:main")
+    for name, (target, help_text) in _PASSTHROUGH.items():
+        _passthrough(sub, name, help_text, target)
     return parser
 
 
@@ -160,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     from gammapo_spec import GammaPOError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in _PASSTHROUGH:
+            return _delegate(_PASSTHROUGH[argv[0]][0], argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except GammaPOError as exc:
         print(f"gammapo: error: {exc}", file=sys.stderr)

@@ -39,3 +39,14 @@ def test_cli_calibrate_bad_hyperparameter_is_a_clear_error(capsys):
 def test_cli_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "gammapo", "backends"], capture_output=True, text=True, check=True)
     assert "numpy" in out.stdout and "available" in out.stdout
+
+
+def test_cli_passthrough_subcommands_keep_their_leading_options():
+    """`gammapo train --help` reaches the trainer's own parser (argparse.REMAINDER used to drop it)."""
+    import sys as _sys
+
+    for command, expected in [("train", "--methods"), ("select", "--fraction"), ("augment", "--ties")]:
+        done = subprocess.run([_sys.executable, "-m", "gammapo", command, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0, f"gammapo {command} --help exited {done.returncode}: {done.stderr[-500:]}"
+        assert f"usage: gammapo {command}" in done.stdout, done.stdout[:300]
+        assert expected in done.stdout, f"gammapo {command} --help does not show {expected}"
