@@ -51,7 +51,7 @@ def main() -> None:
     trainer = GammaPOTrainer(
         model,
         args=DPOConfig(args.out, max_steps=args.steps, per_device_train_batch_size=32, learning_rate=lr,
-                       logging_steps=10, bf16=False, gradient_checkpointing=False, report_to="none",
+                       logging_steps=max(1, min(10, args.steps)), bf16=False, gradient_checkpointing=False, report_to="none",
                        save_steps=30, lr_scheduler_type="cosine", warmup_steps=0.1),
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
@@ -59,7 +59,11 @@ def main() -> None:
         loss_kwargs=loss_kwargs,
     )
     trainer.train()  # logs loss, rewards/*, logps/*, gamma/{mean,std,min,max}; checkpoints carry the γ-PO queue
-    last = [h for h in trainer.state.log_history if "loss" in h and "gamma/mean" in h][-1]
+    logged = [h for h in trainer.state.log_history if "loss" in h and "gamma/mean" in h]
+    if not logged:  # --steps 0: nothing trained, nothing logged
+        print("no training step logged")
+        return
+    last = logged[-1]
     print(f"last logged step: loss {last['loss']:.4f}, reward accuracy {last['rewards/accuracies']:.3f}, "
           f"γ mean {last['gamma/mean']:.3f} (γ0 = {loss_kwargs['beta'] * loss_kwargs['gamma_beta_ratio']:g}), "
           f"γ range [{last['gamma/min']:.3f}, {last['gamma/max']:.3f}]")
