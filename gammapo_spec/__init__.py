@@ -12,11 +12,13 @@ The pieces, one concept per module:
 * :mod:`~gammapo_spec.state` and :mod:`~gammapo_spec.random` — queue-mode state and its portable RNG;
 * :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
 * :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
+* :mod:`~gammapo_spec.beta_dpo` — the β-DPO baseline (dynamic batch β, Gaussian data filtering);
 * :mod:`~gammapo_spec.dtype_policy` — which precision backends compute in;
 * :mod:`~gammapo_spec.interop` — moving arrays and state in and out, loss with gradient;
 * :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
 """
 
+from .beta_dpo import BetaDPOState, beta_dpo_step, init_beta_dpo_state
 from .calibration import calibrate_margins, calibration_objective, exact_log_margins, kkt_residual
 from .config import BASE_LOSSES, LOSS_NAMES, GammaPOConfig
 from .errors import ConfigError, GammaPOError, InputError, StateError
@@ -31,6 +33,7 @@ name = "numpy"
 
 __all__ = [
     "BASE_LOSSES",
+    "BetaDPOState",
     "LOSS_NAMES",
     "ConfigError",
     "GammaPOConfig",
@@ -40,6 +43,7 @@ __all__ = [
     "QueueState",
     "StateError",
     "asarray",
+    "beta_dpo_step",
     "calibrate_margins",
     "calibrate_step",
     "calibration_objective",
@@ -47,6 +51,7 @@ __all__ = [
     "gamma_po_loss",
     "gamma_po_loss_and_grad",
     "implicit_rewards",
+    "init_beta_dpo_state",
     "init_state",
     "kkt_residual",
     "loss_metrics",
