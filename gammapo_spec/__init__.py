@@ -13,6 +13,7 @@ The pieces, one concept per module:
 * :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
 * :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
 * :mod:`~gammapo_spec.beta_dpo` — the β-DPO baseline (dynamic batch β, Gaussian data filtering);
+* :mod:`~gammapo_spec.epsilon_dpo` — ε-DPO: per-pair β from perturbed logits, the global β update;
 * :mod:`~gammapo_spec.dtype_policy` — which precision backends compute in;
 * :mod:`~gammapo_spec.interop` — moving arrays and state in and out, loss with gradient;
 * :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
@@ -22,6 +23,14 @@ from .beta_dpo import BetaDPOState, beta_dpo_step, init_beta_dpo_state
 from .calibration import calibrate_margins, calibration_objective, exact_log_margins, kkt_residual
 from .config import BASE_LOSSES, LOSS_NAMES, GammaPOConfig
 from .errors import ConfigError, GammaPOError, InputError, StateError
+from .epsilon_dpo import (
+    EpsilonDPOState,
+    epsilon_accumulate,
+    epsilon_dpo_loss,
+    epsilon_sequence_logps,
+    epsilon_steps,
+    epsilon_update_beta,
+)
 from .interop import asarray, gamma_po_loss_and_grad, state_from_dict, state_to_dict, to_numpy
 from .gamma_po import LossOutput, gamma_po_loss, loss_metrics, loss_vjp, loss_with_margins
 from .losses import pair_loss_derivative, pair_losses, target_margins
@@ -36,6 +45,7 @@ __all__ = [
     "BetaDPOState",
     "LOSS_NAMES",
     "ConfigError",
+    "EpsilonDPOState",
     "GammaPOConfig",
     "GammaPOError",
     "InputError",
@@ -47,6 +57,11 @@ __all__ = [
     "calibrate_margins",
     "calibrate_step",
     "calibration_objective",
+    "epsilon_accumulate",
+    "epsilon_dpo_loss",
+    "epsilon_sequence_logps",
+    "epsilon_steps",
+    "epsilon_update_beta",
     "exact_log_margins",
     "gamma_po_loss",
     "gamma_po_loss_and_grad",
