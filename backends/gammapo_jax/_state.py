@@ -248,8 +248,8 @@ def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps, *, gat
         ``(gamma, new_state)``: ``[n]`` margins (stop-gradient) and the next state.
 
     Raises:
-        StateError: a state that does not fit the config. InputError: bad gaps (the value check
-        only runs eagerly).
+        StateError: a state that does not fit the config.
+        InputError: bad gaps (the value check only runs eagerly).
 
     Example:
         >>> import jax.numpy as jnp
