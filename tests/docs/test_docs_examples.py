@@ -143,3 +143,11 @@ def test_docs_page_doctests_pass(page: Path) -> None:
         runner.run(test, out=report.append)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"doctest failures in {page.relative_to(ROOT)}:\n" + "".join(report)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_docs_example_is_on_a_page(path: Path) -> None:
+    """Every example is shown on the site, included from its file (so the page shows what runs)."""
+    include = f'--8<-- "examples/{path.name}"'
+    pages = [p for p in PAGES if include in p.read_text(encoding="utf-8")]
+    assert pages, f"no page under docs/ includes {path.name}: add {include!r} to a how-to"
