@@ -200,3 +200,12 @@ def _spec_factory(loss: str) -> Callable[..., PairLoss]:
 
 for _name in LOSS_NAMES:
     register_pair_loss(_name, _spec_factory(_name))
+
+
+def _beta_dpo_factory(**kwargs) -> PairLoss:
+    from .beta_dpo import BetaDPOPairLoss  # imported late: that module imports this one
+
+    return BetaDPOPairLoss(**kwargs)
+
+
+register_pair_loss("beta-dpo", _beta_dpo_factory)

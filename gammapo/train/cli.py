@@ -25,7 +25,8 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser", "DEFAULT_METHODS", "display_name"]
 
 DEFAULT_METHODS = ("dpo", "simpo", "gamma-dpo", "gamma-simpo")
-_DISPLAY = {"dpo": "DPO", "simpo": "SimPO", "ipo": "IPO", "hinge": "Hinge", "robust": "rDPO", "rdpo": "R-DPO"}
+_DISPLAY = {"dpo": "DPO", "simpo": "SimPO", "ipo": "IPO", "hinge": "Hinge", "robust": "rDPO", "rdpo": "R-DPO",
+            "beta-dpo": "β-DPO"}
 
 
 class UsageError(ValueError):
