@@ -7,6 +7,7 @@ reward of greedy generations) and writes a report (Markdown, PNG, JSON) to ``./g
 
     gammapo train                                        # the default study (about a minute on 2 cores)
     gammapo train --noise 0,0.1,0.2,0.3,0.4 --seeds 3    # robustness sweep: accuracy vs label noise
+    gammapo train --data plain,augmented,selected        # the same pairs plain, reward-augmented, AP-selected
     gammapo train --model ./my-model --dataset prefs.jsonl --preset llama3 --loss gamma-simpo
     gammapo train --resume                               # continue every run from its last checkpoint
 
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", choices=["queue", "batch"], default="queue", help="where γ-PO's gaps come from")
     p.add_argument("--noise", type=_floats, default=[0.2], help="label-noise rate(s) of the embedded task, "
                    "comma-separated for a sweep (default 0.2)")
+    p.add_argument("--data", default="plain",
+                   help="training-data variant(s) of the embedded task, comma-separated for a study: plain, augmented "
+                   "(reward-augmented relabelling, evaluated conditioned on the top score), selected (top "
+                   "--select-fraction by alignment potential); see gammapo.train.transforms (default plain)")
+    p.add_argument("--scores", choices=["truth", "labels"], default="truth",
+                   help="scores for augmented/selected: truth = each response's ground-truth reward (a flipped label "
+                   "then has s_w < s_l); labels = a judge agreeing with the noisy labels (default truth)")
+    p.add_argument("--select-fraction", type=float, default=0.4,
+                   help="share of pairs kept by --data selected, in (0, 1] (default 0.4)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per (method, noise) (default 1)")
     p.add_argument("--pairs", type=int, default=2048, help="training pairs of the embedded task (default 2048)")
     p.add_argument("--eval-pairs", type=int, default=512, help="held-out clean pairs (default 512)")
@@ -115,14 +125,38 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.quick:
         args.pairs, args.eval_pairs = min(args.pairs, 512), min(args.eval_pairs, 256)
+    data = _plan_data(args)
     plan: dict[str, Any] = {
-        "methods": methods, "loss_kwargs": kwargs, "preset": preset_name,
+        "methods": methods, "loss_kwargs": kwargs, "preset": preset_name, "data": data,
         "epochs": args.epochs if args.epochs is not None else (1.0 if args.quick else preset.epochs),
         "lr": args.lr if args.lr is not None else preset.learning_rate,
     }
     if args.model or args.dataset:
         plan.update(_plan_real(args))
     return plan
+
+
+def _plan_data(args: argparse.Namespace) -> list[str]:
+    from gammapo_spec.alignment_potential import selection_size
+
+    from gammapo.train.transforms import DATA_VARIANTS
+
+    data = [d.strip() for d in args.data.split(",") if d.strip()]
+    if not data:
+        raise UsageError("--data: no data variant given")
+    unknown = [d for d in data if d not in DATA_VARIANTS]
+    if unknown:
+        raise UsageError(f"--data: unknown variant(s) {unknown}; known: {', '.join(DATA_VARIANTS)}")
+    if len(set(data)) != len(data):
+        raise UsageError(f"--data: a variant is repeated in {data}")
+    if (args.model or args.dataset) and data != ["plain"]:
+        raise UsageError("--data augmented/selected needs the embedded task's ground-truth scores; for your own "
+                         "data use `gammapo augment` / `gammapo select` and train on their output")
+    if not 0.0 < args.select_fraction <= 1.0:
+        raise UsageError(f"--select-fraction must lie in (0, 1], got {args.select_fraction}")
+    if "selected" in data and selection_size(args.pairs, args.select_fraction) < 1:
+        raise UsageError(f"--select-fraction {args.select_fraction} keeps no pair of {args.pairs}")
+    return data
 
 
 def _plan_real(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,8 +206,10 @@ def _progress_callback(label: str):
     return Progress()
 
 
-def _run_dir(out: str, method: str, noise: float | None, seed: int) -> str:
+def _run_dir(out: str, method: str, noise: float | None, seed: int, data: str = "plain") -> str:
     tag = f"{method}-seed{seed}" if noise is None else f"{method}-noise{noise:g}-seed{seed}"
+    if data != "plain":
+        tag = f"{method}-{data}" + tag.removeprefix(method)
     return os.path.join(out, "checkpoints", tag)
 
 
@@ -185,26 +221,63 @@ def _resume_flag(run_dir: str, resume: bool) -> bool | None:
     return None
 
 
+def _training_data(args, plan, task, tok, data: str, noise: float, seed: int):
+    """The (noise, seed) training pairs in variant ``data`` and the transform's counts (printed)."""
+    from gammapo.train import transforms
+    from gammapo.train.tiny import build_model
+
+    pairs = task.pairs(args.pairs, noise=noise, seed=1 + 1000 * seed)
+    if data == "plain":
+        flipped = transforms.count_flipped(task, pairs)
+        return pairs, {"read": len(pairs), "written": len(pairs), "flipped_read": flipped, "flipped_kept": flipped}
+    if data == "augmented":
+        rows, counts = transforms.augmented_pairs(task, pairs, scores=args.scores)
+        print(f"  data augmented (noise {noise:g}, seed {seed}, {args.scores} scores): read {counts['read']}, kept "
+              f"{counts['kept']}, dropped s_w < s_l {counts['dropped_lower']}, ties dropped {counts['dropped_ties']}, "
+              f"written {counts['written']} (= 2 x kept); flipped labels kept {counts['flipped_kept']} of "
+              f"{counts['flipped_read']}", flush=True)
+        return rows, counts
+    initial = build_model(len(tok), seed=seed)  # the run's initial model (and reference), same seed
+    rows, counts = transforms.selected_pairs(task, pairs, initial, tok, fraction=args.select_fraction,
+                                             scores=args.scores)
+    print(f"  data selected (noise {noise:g}, seed {seed}, {args.scores} scores, top {args.select_fraction:g} by "
+          f"alignment potential): read {counts['read']}, invalid {counts['invalid']}, dropped {counts['filtered']}, "
+          f"written {counts['written']}; flipped labels kept {counts['flipped_kept']} of {counts['flipped_read']}",
+          flush=True)
+    return rows, counts
+
+
 def _run_embedded(args: argparse.Namespace, plan: dict[str, Any]) -> list[Any]:
     import copy
 
+    from gammapo.train import transforms
     from gammapo.train.run import Result, RunConfig, greedy_reward, implicit_accuracy, train_method
     from gammapo.train.task import SyntheticTask
     from gammapo.train.tiny import build_model, build_tokenizer
 
     task = SyntheticTask()
-    tok = build_tokenizer(task.words)
+    tokenizers = {"plain": build_tokenizer(task.words)}
+    if "augmented" in plan["data"]:  # the condition words s0 … s10 join the vocabulary of these runs only
+        tokenizers["augmented"] = build_tokenizer(task.words + transforms.score_words(task))
     eval_pairs = task.pairs(args.eval_pairs, noise=0.0, seed=999_999)
     save_steps = 25 if args.save_steps is None else args.save_steps
-    runs = [(n, s, m) for n in args.noise for s in range(args.seeds) for m in plan["methods"]]
+    runs = [(n, s, d, m) for n in args.noise for s in range(args.seeds) for d in plan["data"] for m in plan["methods"]]
+    show_data = plan["data"] != ["plain"]
+    prepared: dict[tuple[float, int, str], tuple[list[dict], dict]] = {}
+    plan["data_counts"] = []
     results = []
-    for i, (noise, seed, method) in enumerate(runs, start=1):
-        label = f"[{i}/{len(runs)}] {display_name(method)} noise {noise:g} seed {seed}"
+    for i, (noise, seed, data, method) in enumerate(runs, start=1):
+        label = f"[{i}/{len(runs)}] {display_name(method)} noise {noise:g} seed {seed}" + (f" data {data}" if show_data else "")
         print(f"  {label}", flush=True)
-        train_pairs = task.pairs(args.pairs, noise=noise, seed=1 + 1000 * seed)
+        tok = tokenizers.get(data, tokenizers["plain"])
+        if (noise, seed, data) not in prepared:
+            prepared[noise, seed, data] = _training_data(args, plan, task, tok, data, noise, seed)
+            plan["data_counts"].append({"data": data, "noise": noise, "seed": seed, "scores": args.scores,
+                                        **prepared[noise, seed, data][1]})
+        train_pairs = prepared[noise, seed, data][0]
         model = build_model(len(tok), seed=seed)
         reference = copy.deepcopy(model).eval()
-        run_dir = _run_dir(args.out, method, noise, seed)
+        run_dir = _run_dir(args.out, method, noise, seed, data)
         run = RunConfig(run_dir, epochs=plan["epochs"], batch_size=args.batch_size, grad_accum=args.grad_accum,
                         learning_rate=plan["lr"], seed=seed, max_steps=args.max_steps, save_steps=save_steps)
         t0 = time.perf_counter()
@@ -215,12 +288,16 @@ def _run_embedded(args: argparse.Namespace, plan: dict[str, Any]) -> list[Any]:
         )
         seconds = time.perf_counter() - t0
         model.eval()
-        acc = implicit_accuracy(model, reference, tok, eval_pairs, reference_free=not trainer.pair_loss.needs_reference)
+        # a reward-augmented model is asked for its best: every evaluation prompt carries the top-score condition
+        prompt_fn = (lambda p: transforms.condition(p, task)) if data == "augmented" else None
+        evals = [dict(p, prompt=prompt_fn(p["prompt"])) for p in eval_pairs] if prompt_fn else eval_pairs
+        acc = implicit_accuracy(model, reference, tok, evals, reference_free=not trainer.pair_loss.needs_reference)
         results.append(Result(
             method=display_name(method), loss=method, noise=noise, seed=seed, accuracy=acc,
-            gen_reward=greedy_reward(model, tok, task), ref_gen_reward=greedy_reward(reference, tok, task),
+            gen_reward=greedy_reward(model, tok, task, prompt_fn), ref_gen_reward=greedy_reward(reference, tok, task, prompt_fn),
             seconds=seconds, steps=trainer.state.global_step,
             history=[{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history],
+            data=data, train_pairs=len(train_pairs),
         ))
         print(f"    → clean-pair accuracy {acc:.3f}, greedy r* {results[-1].gen_reward:.3f} "
               f"(reference {results[-1].ref_gen_reward:.3f}), {seconds:.1f}s", flush=True)
@@ -302,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = f"{args.model} on {args.dataset}" if real else "a tiny Llama on the embedded synthetic task"
     print(f"gammapo train: {', '.join(display_name(m) for m in plan['methods'])} — {what}; preset {plan['preset']}, "
           f"{plan['epochs']:g} epoch(s), lr {plan['lr']:g}" + ("" if real else f", noise {args.noise}, "
-          f"{args.seeds} seed(s), {args.pairs} pairs"), flush=True)
+          f"{args.seeds} seed(s), {args.pairs} pairs" + ("" if plan["data"] == ["plain"] else
+          f", data {','.join(plan['data'])} ({args.scores} scores)")), flush=True)
     results = _run_real(args, plan) if real else _run_embedded(args, plan)
 
     from gammapo.train.report import format_table, summarise, write_report
@@ -313,6 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.update(model=args.model, dataset=args.dataset)
     else:
         settings.update(noise=args.noise, seeds=args.seeds, pairs=args.pairs, eval_pairs=args.eval_pairs)
+        if plan["data"] != ["plain"]:
+            settings.update(data=plan["data"], scores=args.scores, data_counts=plan["data_counts"])
+            if "selected" in plan["data"]:
+                settings["select_fraction"] = args.select_fraction
     paths = write_report(args.out, results, settings)
     print()
     print(format_table(summarise(results)))

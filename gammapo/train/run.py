@@ -54,6 +54,8 @@ class Result:
     seconds: float
     steps: int
     history: list[dict[str, float]]
+    data: str = "plain"  # the data variant (gammapo.train.transforms)
+    train_pairs: int | None = None  # training pairs after the data transform
 
 
 def dpo_config(run: RunConfig, **extra: Any):
@@ -127,9 +129,13 @@ def implicit_accuracy(policy, reference, tokenizer, pairs: Sequence[dict], *, re
     return float((h > 0).double().mean())
 
 
-def greedy_reward(model, tokenizer, task) -> float:
-    """Mean ground-truth reward of the greedy ``task.length``-word response to every prompt."""
-    ids = torch.tensor([tokenizer(p)["input_ids"] for p in task.prompts])
+def greedy_reward(model, tokenizer, task, prompt_fn=None) -> float:
+    """Mean ground-truth reward of the greedy ``task.length``-word response to every prompt.
+
+    ``prompt_fn`` maps a task prompt to the text the model is given (e.g. a reward-augmented model's
+    top-score condition); the response is scored against the task prompt itself."""
+    texts_in = [prompt_fn(p) if prompt_fn else p for p in task.prompts]
+    ids = torch.tensor([tokenizer(p)["input_ids"] for p in texts_in])
     with torch.no_grad():
         out = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=task.length, do_sample=False,
