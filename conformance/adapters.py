@@ -74,6 +74,23 @@ class Adapter:
         """A backend array (or scalar) as float64 NumPy."""
         return np.asarray(self.backend.to_numpy(x), dtype=np.float64)
 
+    def module(self, name: str) -> Any | None:
+        """The backend's optional op module ``name`` (e.g. ``"alignment_potential"``), or ``None``.
+
+        Ops outside :data:`gammapo.protocol.SPEC_OPS` live in submodules of the same name:
+        ``gammapo_spec.<name>`` for the reference, ``gammapo_torch.<name>``, ``gammapo_jax.<name>``.
+        A backend object that is not a module (or lacks the submodule) has none.
+        """
+        import importlib
+
+        base = getattr(self.backend, "__name__", None)
+        if not isinstance(base, str):
+            return None
+        try:
+            return importlib.import_module(f"{base}.{name}")
+        except ImportError:
+            return None
+
     def state(self, state) -> dict | None:
         """The state as a dict of NumPy values (buffer float64)."""
         d = self.backend.state_to_dict(state)

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 import gammapo_spec as R
 from gammapo_spec.validation import LENGTH_FIELDS, required_fields
 
-__all__ = ["Batch", "configs", "batches", "dtypes", "sizes", "taus", "queue_states", "invalid_inputs", "PATTERNS"]
+__all__ = ["Batch", "configs", "batches", "dtypes", "sizes", "taus", "queue_states", "invalid_inputs", "PATTERNS",
+           "AP_PATTERNS", "make_ap_columns", "ap_columns"]
 
 PATTERNS = ("normal", "near_tie", "extreme", "constant")
 
@@ -164,3 +165,34 @@ def invalid_inputs(draw, config: R.GammaPOConfig):
         bad[name] = good[name].copy()
         bad[name][0] = 0.0
     return bad, how
+
+
+# --- alignment potential (data selection) ------------------------------------------------------------
+
+#: Patterns of per-pair selection columns: ``normal`` (continuous values), ``ties`` (small integers:
+#: many equal scores and margins, exact in every dtype), ``constant`` (every column constant).
+AP_PATTERNS = ("normal", "ties", "constant")
+
+
+def make_ap_columns(n: int, pattern: str, seed: int) -> dict[str, np.ndarray]:
+    """The columns of the alignment-potential ops for n pairs: scores ``sw``, ``sl`` (1..10),
+    log-probs ``c``, ``r``, ``cref``, ``rref`` (in [-50, -1]) and lengths ``lw``, ``ll`` (1..40)."""
+    rng = np.random.default_rng(seed)
+    if pattern == "constant":
+        cols = {k: np.full(n, v) for k, v in (("sw", 7.0), ("sl", 3.0), ("c", -12.5), ("r", -20.0), ("cref", -13.0),
+                                              ("rref", -19.0), ("lw", 5.0), ("ll", 8.0))}
+        return cols
+    cols = {"sw": rng.integers(1, 11, n).astype(float), "sl": rng.integers(1, 11, n).astype(float),
+            "lw": rng.integers(1, 41, n).astype(float), "ll": rng.integers(1, 41, n).astype(float)}
+    for k in ("c", "r", "cref", "rref"):
+        cols[k] = -rng.uniform(1.0, 50.0, n) if pattern == "normal" else -rng.integers(1, 6, n).astype(float)
+    return cols
+
+
+@st.composite
+def ap_columns(draw, max_size: int = 512) -> tuple[int, str, int, dict[str, np.ndarray]]:
+    """``(n, pattern, seed, columns)`` for the alignment-potential ops (see :func:`make_ap_columns`)."""
+    n = draw(st.one_of(st.integers(1, 64), st.sampled_from([s for s in (128, 256, 512) if s <= max_size] or [max_size])))
+    pattern = draw(st.sampled_from(AP_PATTERNS))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return n, pattern, seed, make_ap_columns(n, pattern, seed)
