@@ -155,7 +155,11 @@ def exact_log_margins(h, valid, count, *, gamma0, tau):
     c_lo = jnp.asarray(tau, dtype)
     c_hi = jnp.asarray(tau + gamma0, dtype)  # γ0 = 0 gives an empty bracket: one pass, then γ = 0
     init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, jnp.zeros_like(h), jnp.bool_(False))
-    return lax.while_loop(cond, body, init)[5]
+    u = lax.while_loop(cond, body, init)[5]
+    # The reference's last step: a uniform shift that removes the outer iteration's residual in
+    # logsumexp(u) = log M, so mean(γ) = γ0 to rounding even where the outer loop stopped early
+    # (an extreme gap can pin u_i at the cap log M + 1 for all 300 outer steps).
+    return u - (_masked_logsumexp(u, valid) - log_m)
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "iters"))
