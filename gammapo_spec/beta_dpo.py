@@ -13,7 +13,7 @@ The state carries a running mean :math:`M_0` and a running standard deviation :m
 1. **update the running statistics first** (momentum :math:`\mu = 0.9`):
    :math:`M_0 \leftarrow \mu M_0 + (1-\mu)\,\overline{\Delta}`,
    :math:`\sigma \leftarrow \mu\sigma + (1-\mu)\,s(\Delta)`, with :math:`s` the sample standard
-   deviation (``ddof=1``; 0 when N = 1);
+   deviation (``ddof=1``; 0 when N = 1 or when all gaps are equal);
 2. **filter**: keep :math:`k = \max(1, \lfloor \rho N \rfloor)` pairs (ρ = 0.8), drawn without
    replacement with probability proportional to the Gaussian weight
    :math:`w_i = \exp\!\big(-\tfrac12 ((\Delta_i - M_0)/\sigma)^2\big)`; the mask :math:`m_i \in \{0,1\}`
@@ -39,6 +39,9 @@ Decisions, and where they follow the released code (``trainers.py``, ``preferenc
   step :math:`M_0 = 0.1\,\overline\Delta`). Only training steps update the state (the released code
   also updates it on evaluation batches; that is a side effect we do not copy).
 * **Sample std** — the code's ``Tensor.std()`` (``ddof=1``). For N = 1 the code gets NaN; here 0.
+  A batch of equal gaps (``max == min``) has std exactly 0: the rounded formula can give ~1e-17
+  (the mean of equal values need not equal them), whose size would depend on the summation order
+  and, on the first step (σ = 0), decide the whole Gaussian filter.
 * **σ = 0** (all gaps so far equal, e.g. the first step when the policy is the reference): the code
   divides 0 by 0 and ``torch.multinomial`` fails; here every weight is 1 (uniform sampling).
 * **β for the kept mean** — the code's: the mean over the *kept* pairs (``A[sample_index]``), minus the
@@ -89,6 +92,9 @@ __all__ = [
     "masked_loss",
     "masked_loss_grad",
     "beta_dpo_step",
+    "beta_dpo_loss_and_grad",
+    "beta_dpo_state_to_dict",
+    "beta_dpo_state_from_dict",
 ]
 
 #: The stream constant of β-DPO's sampling keys (distinct from the queue's streams).
@@ -261,7 +267,7 @@ def reward_discrepancy(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejec
 def update_statistics(state: BetaDPOState, gaps: np.ndarray, momentum: float = 0.9) -> tuple[float, float]:
     r"""The updated :math:`(M_0, \sigma)`: :math:`\mu M_0 + (1-\mu)\bar\Delta` and :math:`\mu\sigma + (1-\mu)s(\Delta)`.
 
-    :math:`s` is the sample standard deviation (``ddof=1``), 0 for a single gap.
+    :math:`s` is the sample standard deviation (``ddof=1``), 0 for a single gap or equal gaps.
 
     Example:
         >>> from gammapo_spec.beta_dpo import init_beta_dpo_state, update_statistics
@@ -270,7 +276,7 @@ def update_statistics(state: BetaDPOState, gaps: np.ndarray, momentum: float = 0
     """
     g = np.asarray(gaps, dtype=np.float64)
     mean = float(np.mean(g))
-    std = float(np.std(g, ddof=1)) if g.shape[0] > 1 else 0.0
+    std = float(np.std(g, ddof=1)) if g.shape[0] > 1 and g.max() != g.min() else 0.0
     mu = float(momentum)
     return mu * state.gap_mean + (1.0 - mu) * mean, mu * state.gap_std + (1.0 - mu) * std
 
@@ -404,3 +410,43 @@ def beta_dpo_step(
     loss = float(np.sum(mask * losses) / np.sum(mask))
     new_state = BetaDPOState(gap_mean=mean, gap_std=std, step=state.step + 1, seed=state.seed)
     return BetaDPOOutput(loss=loss, losses=losses, mask=mask, beta=beta, gaps=gaps, state=new_state)
+
+
+def beta_dpo_state_to_dict(state: BetaDPOState) -> dict[str, Any]:
+    """``state.to_dict()``: the backend-independent checkpoint form (every backend has this function)."""
+    return state.to_dict()
+
+
+def beta_dpo_state_from_dict(data: Mapping[str, Any]) -> BetaDPOState:
+    """:meth:`BetaDPOState.from_dict` (every backend has this function, returning its own state type).
+
+    Raises:
+        StateError: a missing key or a bad value, naming the field.
+    """
+    return BetaDPOState.from_dict(data)
+
+
+def beta_dpo_loss_and_grad(state: BetaDPOState, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                           **kwargs) -> tuple[BetaDPOOutput, dict[str, np.ndarray]]:
+    r"""One step and the gradient of its loss with respect to the four log-prob inputs.
+
+    With β and the mask held constant, :math:`g = \partial L/\partial\Delta` (:func:`masked_loss_grad`)
+    and the gradients are :math:`(g, -g, -g, g)` for ``chosen_logps``, ``rejected_logps``,
+    ``ref_chosen_logps``, ``ref_rejected_logps``. Backends return their autodiff gradients.
+
+    Args:
+        state, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **kwargs: as
+            :func:`beta_dpo_step`.
+
+    Returns:
+        ``(output, grads)`` with ``grads`` keyed by the input names (float64 arrays).
+
+    Example:
+        >>> from gammapo_spec.beta_dpo import beta_dpo_loss_and_grad, init_beta_dpo_state
+        >>> out, grads = beta_dpo_loss_and_grad(init_beta_dpo_state(), [0.0], [0.0], [0.0], [0.0], beta0=0.5)
+        >>> grads["chosen_logps"].tolist(), grads["rejected_logps"].tolist()
+        ([-0.25], [0.25])
+    """
+    out = beta_dpo_step(state, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **kwargs)
+    g = masked_loss_grad(out.gaps, out.mask, out.beta)
+    return out, dict(zip(_LOGP_FIELDS, (g, -g, -g, g)))

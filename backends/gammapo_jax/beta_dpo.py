@@ -41,7 +41,8 @@ from gammapo_spec.validation import check_finite
 from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
 from ._hash import slot_keys, stream_key
 
-__all__ = ["BetaDPOState", "BetaDPOOutput", "init_beta_dpo_state", "beta_dpo_step", "state_to_dict", "state_from_dict"]
+__all__ = ["BetaDPOState", "BetaDPOOutput", "init_beta_dpo_state", "beta_dpo_step", "beta_dpo_loss_and_grad",
+           "state_to_dict", "state_from_dict", "beta_dpo_state_to_dict", "beta_dpo_state_from_dict"]
 
 _FIELDS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 
@@ -126,7 +127,9 @@ def beta_dpo_step(
     ft = default_float()
     c64, r64, cr64, rr64 = (jax.lax.stop_gradient(x).astype(ft) for x in xs)
     g64 = (c64 - cr64) - (r64 - rr64)
-    batch_std = jnp.std(g64, ddof=1) if n > 1 else jnp.zeros((), ft)
+    zero = jnp.zeros((), ft)
+    # equal gaps: std exactly 0, as the reference (max == min, not the rounded formula)
+    batch_std = jnp.where(g64.max() == g64.min(), zero, jnp.std(g64, ddof=1)) if n > 1 else zero
     mean = mu * jnp.asarray(state.gap_mean, ft) + (1.0 - mu) * jnp.mean(g64)
     std = mu * jnp.asarray(state.gap_std, ft) + (1.0 - mu) * batch_std
     zero_std = std == 0.0
@@ -149,3 +152,22 @@ def beta_dpo_step(
     losses = jnp.logaddexp(z_loss, jnp.zeros_like(z_loss))
     loss = jnp.sum(mask * losses) / k
     return BetaDPOOutput(loss=loss, losses=losses, mask=mask, beta=beta, gaps=gaps, state=new_state)
+
+
+#: The spec's names of the two dict functions.
+beta_dpo_state_to_dict = state_to_dict
+beta_dpo_state_from_dict = state_from_dict
+
+
+def beta_dpo_loss_and_grad(state: BetaDPOState, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                           **kwargs) -> tuple[BetaDPOOutput, dict[str, jax.Array]]:
+    """One step and ``jax.grad`` of its loss w.r.t. the four log-prob inputs
+    (:func:`gammapo_spec.beta_dpo.beta_dpo_loss_and_grad`)."""
+    xs = [to_jax(v) for v in (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)]
+
+    def f(*a):
+        out = beta_dpo_step(state, *a, **kwargs)
+        return out.loss, out
+
+    (_, out), grads = jax.value_and_grad(f, argnums=(0, 1, 2, 3), has_aux=True)(*xs)
+    return out, dict(zip(_FIELDS, grads))

@@ -44,7 +44,8 @@ from ._dtypes import as_tensor, compute_dtype
 from ._hash import slot_keys, stream_key
 from ._validation import value_checks_active
 
-__all__ = ["BetaDPOState", "BetaDPOOutput", "init_beta_dpo_state", "beta_dpo_step"]
+__all__ = ["BetaDPOState", "BetaDPOOutput", "init_beta_dpo_state", "beta_dpo_step", "beta_dpo_loss_and_grad",
+           "beta_dpo_state_to_dict", "beta_dpo_state_from_dict"]
 
 _FIELDS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 
@@ -155,7 +156,9 @@ def beta_dpo_step(
     with torch.no_grad():
         c64, r64, cr64, rr64 = (t.detach().to(torch.float64) for t in ts)
         g64 = (c64 - cr64) - (r64 - rr64)
-        batch_std = torch.std(g64, correction=1) if n > 1 else torch.zeros((), dtype=torch.float64, device=g64.device)
+        zero = torch.zeros((), dtype=torch.float64, device=g64.device)
+        # equal gaps: std exactly 0, as the reference (max == min, not the rounded formula)
+        batch_std = torch.where(g64.max() == g64.min(), zero, torch.std(g64, correction=1)) if n > 1 else zero
         mean = mu * state.gap_mean + (1.0 - mu) * torch.mean(g64)
         std = mu * state.gap_std + (1.0 - mu) * batch_std
         zero_std = std == 0.0
@@ -175,3 +178,28 @@ def beta_dpo_step(
     losses = _softplus(-beta.to(dt) * gaps)
     loss = torch.sum(mask * losses) / k
     return BetaDPOOutput(loss=loss, losses=losses, mask=mask, beta=beta, gaps=gaps, state=new_state)
+
+
+def beta_dpo_state_to_dict(state: BetaDPOState) -> dict[str, Any]:
+    """The spec's dict of ``state`` (:func:`gammapo_spec.beta_dpo.beta_dpo_state_to_dict`)."""
+    return state.to_dict()
+
+
+def beta_dpo_state_from_dict(data: Mapping[str, Any], device: torch.device | str | None = None) -> BetaDPOState:
+    """A torch state from the spec's dict; raises the spec's ``StateError``."""
+    return BetaDPOState.from_dict(data, device)
+
+
+def beta_dpo_loss_and_grad(state: BetaDPOState, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                           **kwargs) -> tuple[BetaDPOOutput, dict[str, torch.Tensor]]:
+    """One step and the autograd gradients of its loss w.r.t. the four log-prob inputs
+    (:func:`gammapo_spec.beta_dpo.beta_dpo_loss_and_grad`); the inputs are not modified."""
+    leaves = [as_tensor(v).detach().clone() for v in (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)]
+    for t in leaves:
+        if t.is_floating_point():
+            t.requires_grad_(True)
+    out = beta_dpo_step(state, *leaves, **kwargs)
+    grads = torch.autograd.grad(out.loss, leaves, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, leaves)]
+    detached = BetaDPOOutput(out.loss.detach(), out.losses.detach(), out.mask, out.beta, out.gaps.detach(), out.state)
+    return detached, dict(zip(_FIELDS, grads))

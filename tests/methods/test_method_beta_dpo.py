@@ -222,3 +222,19 @@ def test_state_errors():
     with pytest.raises(StateError) as e:
         bd.beta_dpo_step({"gap_mean": 0.0}, *_logps([1.0]))
     assert e.value.field == "state"
+
+
+def test_equal_gaps_have_exactly_zero_std():
+    # mean([0.1] * 3) != 0.1, so the rounded formula gives a ~1e-17 std; the spec defines it as 0
+    out = bd.beta_dpo_step(bd.init_beta_dpo_state(), *_logps([0.1, 0.1, 0.1]), rho=0.5)
+    assert out.state.gap_std == 0.0 and out.mask.sum() == 1
+
+
+def test_loss_and_grad_matches_masked_loss_grad():
+    rng = np.random.default_rng(11)
+    xs = [rng.normal(-10, 3, 7) for _ in range(4)]
+    out, grads = bd.beta_dpo_loss_and_grad(bd.init_beta_dpo_state(3), *xs, beta0=0.3)
+    g = bd.masked_loss_grad(out.gaps, out.mask, out.beta)
+    for name, sign in zip(("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps"), (1, -1, -1, 1)):
+        np.testing.assert_array_equal(grads[name], sign * g)
+    assert bd.beta_dpo_state_from_dict(bd.beta_dpo_state_to_dict(out.state)) == out.state
