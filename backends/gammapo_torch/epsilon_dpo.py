@@ -12,8 +12,9 @@ and after each optimiser step :math:`\beta \leftarrow \beta/(1 + \varepsilon\,\o
 Same names, arguments and errors (class and message) as the reference.
 
 **The token op is chunked.** :func:`epsilon_sequence_logps` walks the sequence dimension ``chunk_size``
-positions at a time, so the perturbed logits :math:`z^\pm` exist only as ``[B, chunk, V]`` buffers
-(about three of them at once), never as ``[B, T, V]``: the extra memory is
+positions at a time, so the perturbed logits :math:`z^\pm` exist only as ``[B, chunk, V]`` values
+in two work buffers allocated once and reused (logsumexp computed in place), never as ``[B, T, V]``:
+the extra memory is
 :math:`O(B\cdot\text{chunk}\cdot V)` instead of the :math:`2\,B T V` of materialising ``logits±``.
 It is one ``torch.autograd.Function``: the forward keeps only the per-token logsumexp ``[B, T]``,
 and the backward writes :math:`g_b\,m_{bt}(e_{y} - \operatorname{softmax}(z_{bt}))` straight into the
@@ -104,35 +105,54 @@ def default_chunk_size(batch: int, vocab: int) -> int:
 
 
 # --- the token op ------------------------------------------------------------------------------------
+def _logsumexp_(buf: torch.Tensor) -> torch.Tensor:
+    """Logsumexp over the last axis that overwrites ``buf`` (no temporary ``[B, chunk, V]`` buffer)."""
+    top = buf.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return buf.sub_(top).exp_().sum(dim=-1).log_() + top.squeeze(-1)
+
+
 class _EpsilonLogps(torch.autograd.Function):
-    """Forward: chunked sums of log-probs under z, z+ and z-; backward: chunked gradient of the first."""
+    """Forward: chunked sums of log-probs under z, z+ and z-; backward: chunked gradient of the first.
+
+    Memory: the forward allocates two ``[B, chunk, V]`` work buffers once (plus a float32 copy of each
+    chunk for half inputs) and reuses them for every chunk; the backward writes into the gradient
+    tensor directly. Nothing updates the inputs in place.
+    """
 
     @staticmethod
-    def forward(ctx, policy, ref, labels, mask, eps, chunk):  # noqa: D102
+    def forward(ctx, policy, ref, labels, mask, eps, chunk, check):  # noqa: D102
         acc = _acc(policy.dtype)
-        B, T, _ = policy.shape
+        B, T, V = policy.shape
+        c = min(chunk, T)
         lse = torch.empty(B, T, dtype=acc, device=policy.device)
         sums = torch.zeros(3, B, dtype=acc, device=policy.device)
         finite = []
         m = mask.to(acc)
-        for t0 in range(0, T, chunk):
-            t1 = min(T, t0 + chunk)
-            z = policy[:, t0:t1].to(acc)
+        work_d = torch.empty(B, c, V, dtype=acc, device=policy.device)  # ε(z − z_ref)
+        work_z = torch.empty(B, c, V, dtype=acc, device=policy.device)  # z, z+, z− in turn, consumed in place
+        for t0 in range(0, T, c):
+            t1 = min(T, t0 + c)
+            z = policy[:, t0:t1].to(acc)  # may be the input itself: read only
+            d, zz = work_d[:, : t1 - t0], work_z[:, : t1 - t0]
             y = labels[:, t0:t1, None]
             mc = m[:, t0:t1]
-            d = (z - ref[:, t0:t1].to(acc)).mul_(eps)  # ε(z − z_ref), as the reference
-            finite.append(torch.isfinite(z).all() & torch.isfinite(d).all())
-            lse[:, t0:t1] = torch.logsumexp(z, dim=-1)
+            torch.sub(z, ref[:, t0:t1].to(acc), out=d).mul_(eps)  # as the reference: d = ε(z − z_ref)
+            if check:
+                finite.append(torch.isfinite(z).all() & torch.isfinite(d).all())
+            zz.copy_(z)
+            lse[:, t0:t1] = _logsumexp_(zz)
             sums[0] += ((z.gather(-1, y).squeeze(-1) - lse[:, t0:t1]) * mc).sum(1)
-            zz = torch.add(z, d)  # z+
-            sums[1] += ((zz.gather(-1, y).squeeze(-1) - torch.logsumexp(zz, dim=-1)) * mc).sum(1)
-            torch.sub(z, d, out=zz)  # z-, in the same buffer
-            sums[2] += ((zz.gather(-1, y).squeeze(-1) - torch.logsumexp(zz, dim=-1)) * mc).sum(1)
-            del z, d, zz
+            for k, op in ((1, torch.add), (2, torch.sub)):  # z+ = z + d, then z− = z − d
+                op(z, d, out=zz)
+                target = zz.gather(-1, y).squeeze(-1)
+                sums[k] += ((target - _logsumexp_(zz)) * mc).sum(1)
+            del z
+        del work_d, work_z
         ctx.save_for_backward(policy, labels, m, lse)
-        ctx.chunk = chunk
+        ctx.chunk = c
         logps, plus, minus = sums.unbind(0)
-        all_finite = torch.stack(finite).all()
+        all_finite = torch.stack(finite).all() if finite else torch.ones((), dtype=torch.bool, device=policy.device)
         ctx.mark_non_differentiable(plus, minus, all_finite)
         return logps, plus, minus, all_finite
 
@@ -140,18 +160,21 @@ class _EpsilonLogps(torch.autograd.Function):
     def backward(ctx, grad_logps, _gp, _gm, _gf):  # noqa: D102
         policy, labels, m, lse = ctx.saved_tensors
         if grad_logps is None or not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         acc = lse.dtype
         grad = torch.empty_like(policy)
         g = grad_logps.to(acc)[:, None] * m  # [B, T]: g_b m_bt
         for t0 in range(0, policy.shape[1], ctx.chunk):
             t1 = min(policy.shape[1], t0 + ctx.chunk)
-            gz = policy[:, t0:t1].to(acc).sub_(lse[:, t0:t1, None]).exp_()  # softmax, one chunk buffer
+            # g m (e_y − softmax(z)), computed in the gradient's own slice (a float32 buffer for half inputs)
+            gz = grad[:, t0:t1] if grad.dtype == acc else torch.empty(grad[:, t0:t1].shape, dtype=acc, device=grad.device)
+            torch.sub(policy[:, t0:t1].to(acc), lse[:, t0:t1, None], out=gz).exp_()
             gz.mul_(-g[:, t0:t1, None])
-            gz.scatter_add_(-1, labels[:, t0:t1, None], g[:, t0:t1, None])  # g m (e_y − softmax)
-            grad[:, t0:t1] = gz
+            gz.scatter_add_(-1, labels[:, t0:t1, None], g[:, t0:t1, None])
+            if gz.dtype != grad.dtype:
+                grad[:, t0:t1] = gz
             del gz
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _token_inputs(policy_logits, ref_logits, labels, mask, check_values: bool):
@@ -193,8 +216,9 @@ def epsilon_sequence_logps(policy_logits, ref_logits, labels, mask=None, *, epsi
     chunk = default_chunk_size(p.shape[0], vocab) if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise InputError(f"chunk_size must be >= 1, got {chunk_size!r}", field="chunk_size")
-    logps, plus, minus, finite = _EpsilonLogps.apply(p, q, y, m, eps, chunk)
-    if value_checks_active(check_values) and not bool(finite):
+    check = value_checks_active(check_values)
+    logps, plus, minus, finite = _EpsilonLogps.apply(p, q, y, m, eps, chunk, check)
+    if check and not bool(finite):
         check_finite("policy_logits", bool(torch.isfinite(p).all()))
         check_finite("ref_logits", False)
     return SequenceLogps(logps, plus, minus)

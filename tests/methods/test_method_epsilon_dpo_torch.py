@@ -49,9 +49,11 @@ def test_token_op_gradient_matches_spec_and_naive(dtype, tol):
     grads = []
     for fn in (lambda *a, **k: T.epsilon_sequence_logps(*a, chunk_size=4, **k), T.naive_epsilon_sequence_logps):
         pt = torch.tensor(p, dtype=dtype, requires_grad=True)
+        before = pt.detach().clone()
         out = fn(pt, torch.tensor(q, dtype=dtype), torch.tensor(y), torch.tensor(m), epsilon=0.2)
         assert not out.logps_plus.requires_grad and not out.logps_minus.requires_grad
         (out.logps * torch.tensor(g, dtype=out.logps.dtype)).sum().backward()
+        assert torch.equal(pt.detach(), before)  # the backward must not touch the logits
         assert pt.grad.dtype == dtype
         np.testing.assert_allclose(pt.grad.double().numpy(), want, rtol=tol, atol=tol)
         grads.append(pt.grad)
