@@ -60,6 +60,16 @@ def test_docs_build_strict_passes(built_site: Path) -> None:
         ("reference/spec/calibration/index.html", "calibrate_margins"),
         # The side-by-side page has one tab per framework.
         ("howto/backends/index.html", 'class="tabbed-set'),
+        # The data and training how-tos include their examples from the files the tests run.
+        ("howto/select-data/index.html", "select_main"),
+        ("howto/augment-data/index.html", "augment_main"),
+        ("howto/jax-optax/index.html", "make_train_step"),
+        ("howto/train/index.html", "--resume"),
+        # The API pages of the data tools and the train command render their functions.
+        ("reference/data/index.html", "select_pairs"),
+        ("reference/train/index.html", "SyntheticTask"),
+        # The benchmark page includes the generated calibration tables.
+        ("benchmarks/index.html", "gammapo jax jit"),
     ],
 )
 def test_docs_build_page_contains(built_site: Path, page: str, needle: str) -> None:
