@@ -41,7 +41,7 @@ import torch
 
 from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
 
-from . import _triton_calibration
+from . import _cpu_calibration, _triton_calibration
 from ._dtypes import compute_dtype
 from ._validation import check_gaps
 
@@ -228,7 +228,9 @@ def solve(
     """Margins of a (possibly masked) calibration set in ``h``'s dtype: the dispatch of both solvers.
 
     The mirror solver runs the fused Triton kernel when :func:`_triton_calibration.use_fused` says so
-    (CUDA, Triton importable, at most ``MAX_FUSED`` slots), else torch ops. Masked slots get 0.
+    (CUDA, Triton importable, at most ``MAX_FUSED`` slots), the compiled CPU kernel of
+    :mod:`gammapo_torch._cpu_calibration` on eager CPU tensors without a mask, else torch ops.
+    Masked slots get 0.
     """
     h = h.detach()
     if solver == "mirror":
@@ -236,6 +238,9 @@ def solve(
             return _triton_calibration.mirror_margins_fused(
                 h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates
             )
+        if count is None and _cpu_calibration.usable(h):
+            shift = normaliser_shift(h.shape[0], gamma0, tau, h.dtype)
+            return _cpu_calibration.mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, shift=shift)
         return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates)
     if count is None:
         return exact_margins(h, gamma0=gamma0, tau=tau).to(h.dtype)

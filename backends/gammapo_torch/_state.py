@@ -40,10 +40,13 @@ import torch
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
 from gammapo_spec.random import MASK32, STREAM_SAMPLE, warmup_normals
-from ._calibration import solve
+from . import _cpu_calibration
+from ._calibration import normaliser_shift, solve
 from ._dtypes import DTYPES, compute_dtype
 from ._hash import slot_keys, stream_key
 from ._validation import check_gaps
+
+_FLOATS = (torch.float32, torch.float64)
 
 __all__ = [
     "QueueState",
@@ -228,13 +231,26 @@ def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps) -> tup
         (1.0, 2, 1)
     """
     check_state(config, state)
-    h = check_gaps(gaps, config.check_values)
-    return queue_step(config, state, h.detach().to(compute_dtype(h)))
+    h = check_gaps(gaps, config.check_values).detach()
+    dtype = h.dtype if h.dtype in _FLOATS else compute_dtype(h)  # the dtype policy: float32/64 stay
+    return queue_step(config, state, h if h.dtype == dtype else h.to(dtype))
 
 
 def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor) -> tuple[torch.Tensor, QueueState | None]:
-    """:func:`calibrate_step` without validation, on detached gaps already in the compute dtype."""
+    """:func:`calibrate_step` without validation, on detached gaps already in the compute dtype.
+
+    On eager CPU tensors with the mirror solver, the whole step is one call of the compiled kernel of
+    :mod:`gammapo_torch._cpu_calibration` (same sample and push, margins equal to rounding); the
+    torch ops below run everywhere else (under ``torch.compile``, on CUDA, without a C++ compiler).
+    """
     n = h.shape[0]
+    if state is not None and config.solver == "mirror" and _cpu_calibration.takes_step(state.buffer, state[1:], h):
+        n_candidates = min(state.capacity, max(config.sample_size - n, 0))
+        gamma, buffer, (size, head, step) = _cpu_calibration.queue_step(
+            state.buffer, state[1:], h, n_candidates=n_candidates, gamma0=config.gamma0, tau=config.tau,
+            iters=config.iters, shift=normaliser_shift(n_candidates + n, config.gamma0, config.tau, h.dtype),
+        )
+        return gamma, QueueState(buffer, size, head, step, state.seed)
     kwargs = dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters)
     if state is None:
         return solve(h, **kwargs), None

@@ -1,0 +1,170 @@
+"""The compiled CPU kernel of the calibration step (gammapo_torch._cpu_calibration) against the spec.
+
+Margins: float64 1e-10 relative to the reference (1e-8 in the unconverged small-τ regime, as for the
+torch-ops path), float32 2e-5. Queue states (sample, push, counters): bit for bit. The kernel is also
+compared with the torch-ops path it replaces (``GAMMAPO_DISABLE_CPU_KERNEL=1``), and the fallback
+when no compiler is found is exercised.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gammapo_spec as R
+import gammapo_torch as T
+from gammapo_torch import _cpu_calibration as K
+
+needs_kernel = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler to build the kernel"
+)
+
+
+def ok(got, want, tol: float) -> bool:
+    """``|got - want| <= tol + tol * |want|`` elementwise (the ``close`` helper's rule, rtol = atol)."""
+    got = got.detach().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, dtype=np.float64)
+    return bool(np.all(np.abs(got - want) <= tol + tol * np.abs(want)))
+
+
+@needs_kernel
+def test_the_kernel_builds_here_and_is_the_default_cpu_path():
+    assert K.load() is not None, K.build_error()
+    assert K.build_error() is None
+    assert K.usable(torch.zeros(3)) and K.usable(torch.zeros(3, dtype=torch.float64))
+    assert not K.usable(torch.zeros(3, dtype=torch.bfloat16))
+
+
+@needs_kernel
+@pytest.mark.parametrize("gamma0,tau", [(4.0, 10.0), (1.0, 1.0), (0.5, 3.0), (3.0, 100.0), (0.0, 2.0)])
+@pytest.mark.parametrize("m", [1, 2, 7, 64, 257, 1000])
+def test_batch_margins_equal_the_reference(gamma0, tau, m):
+    h = np.random.default_rng(m).normal(size=m) * 3.0
+    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau)
+    got64 = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau).numpy()
+    got32 = T.calibrate_margins(torch.tensor(h, dtype=torch.float32), gamma0=gamma0, tau=tau).numpy()
+    if gamma0 == 0:
+        assert np.all(got64 == 0) and np.all(got32 == 0)
+        return
+    assert ok(got64, want, 1e-10) and ok(got32, want, 2e-5)
+
+
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(
+    gamma0=st.floats(0.01, 5.0),
+    tau=st.floats(0.05, 200.0),
+    iters=st.integers(1, 40),
+    h=st.lists(st.floats(-30.0, 30.0), min_size=1, max_size=80),
+)
+def test_margins_equal_the_reference_property(gamma0, tau, iters, h):
+    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters)
+    got = T.calibrate_margins(torch.tensor(h, dtype=torch.float64), gamma0=gamma0, tau=tau, iters=iters).numpy()
+    # 1e-8 where 19 steps with eta = 1 amplify last-bit differences (tau < 1), as for the torch-ops path
+    assert ok(got, want, 1e-8 if tau < 1.0 else 1e-10)
+
+
+@needs_kernel
+def test_without_a_safe_shift_the_kernel_normalises_with_logsumexp(monkeypatch):
+    # eta * gamma0 = 1000 is beyond float64's safe shift: the kernel takes the max-shifted logsumexp
+    h = torch.tensor(np.random.default_rng(0).normal(size=50) * 3.0)
+    assert T._calibration.normaliser_shift(50, 1000.0, 0.5, torch.float64) is None
+    got = T.calibrate_margins(h, gamma0=1000.0, tau=0.5)
+    monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
+    ops = T.calibrate_margins(h, gamma0=1000.0, tau=0.5)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ops, rtol=1e-8, atol=1e-8)
+
+
+def _queue_run(config, seed, sizes, dtype, buffer_dtype=None, kernel=True, monkeypatch=None):
+    if not kernel:
+        monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
+    rng = np.random.default_rng(seed)
+    state = T.init_state(config, seed=seed, dtype=buffer_dtype or dtype)
+    ref = R.init_state(config, seed=seed)
+    out = []
+    for n in sizes:
+        h = rng.normal(size=n) * 3.0
+        gamma, state = T.calibrate_step(config, state, torch.tensor(h, dtype=dtype))
+        want, ref = R.calibrate_step(config, ref, torch.tensor(h, dtype=dtype).double().numpy())
+        out.append((gamma, state, want, ref))
+    if not kernel:
+        monkeypatch.delenv("GAMMAPO_DISABLE_CPU_KERNEL")
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "capacity,sample_size,warmup,sizes",
+    [
+        (64, 40, 8, [5, 17, 1, 33, 8, 64, 3, 70, 2, 9]),  # partial queue, wrap, n > capacity
+        (2048, 256, 8, [64] * 40),  # the released shapes: the queue fills and wraps
+        (16, 4, 0, [4, 6, 1, 3]),  # sample_size <= n: nothing sampled
+        (8, 100, 3, [1, 2, 3, 20, 1]),  # every stored gap sampled
+    ],
+)
+def test_queue_steps_equal_the_reference_states_bit_for_bit(capacity, sample_size, warmup, sizes):
+    config = R.GammaPOConfig(loss="gamma-simpo", gamma_beta_ratio=0.4, beta=10.0, tau=10.0, queue_size=capacity,
+                             sample_size=sample_size, queue_warmup=warmup, check_values=False)
+    for seed in (0, 7, 2**32 - 1):
+        for gamma, state, want, ref in _queue_run(config, seed, sizes, torch.float64):
+            assert np.array_equal(state.buffer.numpy(), ref.buffer)
+            assert (int(state.size), int(state.head), int(state.step), int(state.seed)) == (
+                ref.size, ref.head, ref.step, ref.seed)
+            assert ok(gamma, want, 1e-10)
+
+
+@needs_kernel
+def test_float32_queue_and_float64_gaps_on_a_float32_buffer():
+    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=128, sample_size=96, queue_warmup=8, check_values=False)
+    for gamma, state, want, ref in _queue_run(config, 3, [16] * 12, torch.float32):
+        assert state.buffer.dtype == torch.float32 and gamma.dtype == torch.float32
+        # the float32 state holds float32-rounded warm-up draws; the pushed gaps are float32 on both sides
+        assert np.array_equal(state.buffer.numpy(), ref.buffer.astype(np.float32))
+        assert ok(gamma, want, 2e-5)
+    # float64 gaps read a float32 buffer upcast (exactly) and write a float64 one
+    state = T.init_state(config, seed=1)
+    gamma, new = T.calibrate_step(config, state, torch.randn(16, dtype=torch.float64))
+    assert gamma.dtype == new.buffer.dtype == torch.float64 and state.buffer.dtype == torch.float32
+
+
+@needs_kernel
+def test_kernel_and_torch_ops_paths_agree(monkeypatch):
+    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=256, sample_size=64, queue_warmup=8, check_values=False)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        on = _queue_run(config, 5, [16] * 20, dtype)
+        off = _queue_run(config, 5, [16] * 20, dtype, kernel=False, monkeypatch=monkeypatch)
+        for (g1, s1, *_), (g2, s2, *_) in zip(on, off):
+            for a, b in zip(s1, s2):
+                assert torch.equal(a, b)
+            torch.testing.assert_close(g1, g2, rtol=tol, atol=tol)
+
+
+@needs_kernel
+def test_inputs_are_not_modified_and_outputs_are_fresh():
+    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=32, sample_size=24, queue_warmup=8, check_values=False)
+    state = T.init_state(config, seed=2)
+    before = [t.clone() for t in state]
+    h = torch.randn(8, requires_grad=True)
+    gamma, new = T.calibrate_step(config, state, h)
+    for a, b in zip(state, before):
+        assert torch.equal(a, b)
+    assert not gamma.requires_grad and new.buffer.data_ptr() != state.buffer.data_ptr()
+    assert int(new.size) == 16 and int(new.head) == 16 and int(new.step) == 1
+
+
+def test_without_a_compiler_the_torch_ops_path_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(K, "_tried", False)
+    monkeypatch.setattr(K, "_lib", None)
+    monkeypatch.setattr(K, "_error", None)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("GAMMAPO_CACHE_DIR", str(tmp_path / "cache"))
+    assert K.load() is None and "no-such-compiler" in K.build_error()
+    assert not K.usable(torch.zeros(3))
+    h = np.array([2.0, 0.5, -1.0])
+    got = T.calibrate_margins(torch.tensor(h), gamma0=1.0, tau=1.0).numpy()
+    assert ok(got, R.calibrate_margins(h, gamma0=1.0, tau=1.0), 1e-10)
