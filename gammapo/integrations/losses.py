@@ -62,6 +62,8 @@ class PairBatch:
     rejected_lengths: torch.Tensor
     ref_chosen_logps: torch.Tensor | None = None
     ref_rejected_logps: torch.Tensor | None = None
+    #: Further ``[N]`` tensors a loss built for itself (e.g. ε-DPO's perturbed log-probs), by name.
+    extra: dict[str, torch.Tensor] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,11 @@ class PairLoss(nn.Module):
 
     #: Whether the loss reads ``ref_*`` log-probs (the trainer then keeps a reference model).
     needs_reference: bool = True
+    #: Whether the loss needs token logits (ε-DPO): the trainer then runs the policy and the reference
+    #: with their own LM heads and builds the batch with ``loss.token_inputs(policy_logits, ref_logits,
+    #: labels, mask)`` (aligned ``[2B, T, V]`` logits, rows ``[chosen; rejected]``). A loss may also
+    #: define ``on_optimizer_step()``, which the trainer calls after every optimiser step.
+    needs_token_logits: bool = False
 
     def forward(self, batch: PairBatch, *, update_state: bool = True) -> PairLossOutput:  # pragma: no cover
         raise NotImplementedError
@@ -209,3 +216,16 @@ def _beta_dpo_factory(**kwargs) -> PairLoss:
 
 
 register_pair_loss("beta-dpo", _beta_dpo_factory)
+
+
+def _epsilon_dpo_factory(gamma: bool) -> Callable[..., PairLoss]:
+    def factory(**kwargs) -> PairLoss:
+        from .epsilon_dpo import EpsilonDPOPairLoss  # imported late: that module imports this one
+
+        return EpsilonDPOPairLoss(gamma=gamma, **kwargs)
+
+    return factory
+
+
+register_pair_loss("epsilon-dpo", _epsilon_dpo_factory(False))
+register_pair_loss("gamma-epsilon-dpo", _epsilon_dpo_factory(True))

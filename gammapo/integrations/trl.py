@@ -42,6 +42,7 @@ import warnings
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
@@ -69,6 +70,16 @@ def _build_loss(loss: str | GammaPOConfig | PairLoss, loss_kwargs: dict[str, Any
     kwargs = dict(loss_kwargs or {})
     kwargs.setdefault("seed", seed)
     return make_pair_loss(loss, **kwargs)
+
+
+class _OptimizerStepCallback(TrainerCallback):
+    """Calls ``pair_loss.on_optimizer_step()`` after every optimiser step (once per global step)."""
+
+    def __init__(self, pair_loss: PairLoss):
+        self.pair_loss = pair_loss
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.pair_loss.on_optimizer_step()
 
 
 class GammaPOTrainer(DPOTrainer):
@@ -114,6 +125,9 @@ class GammaPOTrainer(DPOTrainer):
         if bad:
             raise ValueError(f"GammaPOTrainer does not implement DPOConfig option(s) {bad}; leave them at TRL's defaults")
         self._reference_free = not self.pair_loss.needs_reference
+        self._token_logits = bool(getattr(self.pair_loss, "needs_token_logits", False))
+        if self._token_logits and args.precompute_ref_log_probs:
+            raise ValueError("this loss needs the reference's token logits every step; precompute_ref_log_probs cannot be used")
         if self._reference_free and ref_model is None:
             args.precompute_ref_log_probs = True  # TRL then loads no reference model; see _precompute_ref_logps
         super().__init__(model, ref_model, args, **kwargs)
@@ -122,6 +136,8 @@ class GammaPOTrainer(DPOTrainer):
         if self.aux_loss_enabled:
             raise ValueError("GammaPOTrainer does not add MoE router auxiliary losses; set router_aux_loss_coef=0")
         self.pair_loss.to(self.accelerator.device)
+        if callable(getattr(self.pair_loss, "on_optimizer_step", None)):
+            self.add_callback(_OptimizerStepCallback(self.pair_loss))
 
     # --- the loss -----------------------------------------------------------------------------
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
@@ -131,6 +147,8 @@ class GammaPOTrainer(DPOTrainer):
 
     def pair_batch(self, model, inputs: dict[str, torch.Tensor]) -> PairBatch:
         """Summed completion log-probs and lengths of a collated batch ([chosen; rejected] rows)."""
+        if self._token_logits:
+            return self._token_pair_batch(model, inputs)
         completion_mask = inputs["completion_mask"]
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
@@ -146,6 +164,19 @@ class GammaPOTrainer(DPOTrainer):
             else:
                 ref_c, ref_r = self.compute_ref_log_probs(self.ref_model if self.ref_model is not None else model, inputs)
         return PairBatch(chosen, rejected, len_w, len_l, ref_c, ref_r)
+
+    def _token_pair_batch(self, model, inputs: dict[str, torch.Tensor]) -> PairBatch:
+        """For a loss with ``needs_token_logits``: policy and reference logits through their own LM heads,
+        shifted to align with the completion labels, handed to ``pair_loss.token_inputs``."""
+        if self.ref_model is None:
+            raise ValueError("this loss needs a reference model's token logits; pass ref_model")
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        mask = inputs["completion_mask"][:, 1:].bool()
+        labels = inputs["input_ids"][:, 1:]
+        logits = model(**model_kwargs, use_cache=False).logits[:, -mask.size(1) - 1 : -1]
+        with torch.no_grad():
+            ref_logits = self.ref_model(**model_kwargs, use_cache=False).logits[:, -mask.size(1) - 1 : -1]
+        return self.pair_loss.token_inputs(logits, ref_logits, labels, mask)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The registered pair loss on this batch; logs TRL's metrics and the loss's own."""

@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser", "DEFAULT_METHODS", "display_name"]
 
 DEFAULT_METHODS = ("dpo", "simpo", "gamma-dpo", "gamma-simpo")
 _DISPLAY = {"dpo": "DPO", "simpo": "SimPO", "ipo": "IPO", "hinge": "Hinge", "robust": "rDPO", "rdpo": "R-DPO",
-            "beta-dpo": "β-DPO"}
+            "beta-dpo": "β-DPO", "epsilon-dpo": "ε-DPO"}
 
 
 class UsageError(ValueError):
