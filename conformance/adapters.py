@@ -79,10 +79,14 @@ class Adapter:
 
         Ops outside :data:`gammapo.protocol.SPEC_OPS` live in submodules of the same name:
         ``gammapo_spec.<name>`` for the reference, ``gammapo_torch.<name>``, ``gammapo_jax.<name>``.
-        A backend object that is not a module (or lacks the submodule) has none.
+        A backend object may also carry it as an attribute of that name (a namespace of functions).
+        A backend object that is neither a module with that submodule nor has the attribute has none.
         """
         import importlib
 
+        attr = getattr(self.backend, name, None)
+        if attr is not None and not callable(attr):
+            return attr
         base = getattr(self.backend, "__name__", None)
         if not isinstance(base, str):
             return None

@@ -26,6 +26,8 @@ MUTANTS = {
     "unstable_log_sigmoid": "pair_losses",
     "length_normalisation_dropped": "reward_gap",
     "queue_pushed_before_sampling": "calibrate_step",
+    "top_fraction_ties_to_later_pairs": "alignment_potential",
+    "beta_dpo_statistics_after_use": "beta_dpo",
 }
 
 
@@ -99,6 +101,63 @@ one_iteration_too_few = _copy(R, "mutant-iters-minus-one", calibrate_margins=_it
 unstable_log_sigmoid = _copy(R, "mutant-unstable-log-sigmoid", pair_losses=_unstable_pair_losses)
 length_normalisation_dropped = _copy(R, "mutant-no-length-norm", reward_gap=_no_length_norm)
 queue_pushed_before_sampling = _copy(R, "mutant-push-before-sample", calibrate_step=_push_then_sample)
+
+
+# --- optional op modules (alignment potential, β-DPO) ----------------------------------------------
+
+
+def _module_copy(module, **overrides):
+    ns = types.SimpleNamespace(**{a: getattr(module, a) for a in module.__all__})
+    for k, v in overrides.items():
+        setattr(ns, k, v)
+    return ns
+
+
+def _select_top_fraction_late_ties(scores, fraction):
+    """Top fraction with ties broken toward the LATER pair (the spec keeps the earlier one)."""
+    import gammapo_spec.alignment_potential as AP
+
+    AP.select_top_fraction(scores, fraction)  # validation as the reference
+    s = np.asarray(scores, dtype=np.float64)
+    k = AP.selection_size(s.shape[0], fraction)
+    order = np.lexsort((-np.arange(s.shape[0]), -s))  # by -score, then by -index
+    return np.sort(order[:k]).astype(np.int64)
+
+
+def _beta_dpo_statistics_after_use(state, *logps, beta0=0.1, alpha=0.6, rho=0.8, momentum=0.9, beta_min=1e-3):
+    """β-DPO with the filter and β computed from the OLD running statistics (updated only afterwards)."""
+    import gammapo_spec.beta_dpo as BD
+
+    out = BD.beta_dpo_step(state, *logps, beta0=beta0, alpha=alpha, rho=rho, momentum=momentum, beta_min=beta_min)
+    g, n = out.gaps, out.gaps.shape[0]
+    mask = BD.select_pairs(BD.gaussian_log_weights(g, state.gap_mean, state.gap_std), BD.gumbel_noise(state, n),
+                           BD.keep_count(n, rho))
+    beta = BD.batch_beta(g, mask, state.gap_mean, beta0=beta0, alpha=alpha, beta_min=beta_min)
+    losses = softplus(-beta * g)
+    return BD.BetaDPOOutput(float(np.sum(mask * losses) / np.sum(mask)), losses, mask, beta, g, out.state)
+
+
+def _beta_dpo_loss_and_grad_after_use(state, *logps, **kw):
+    import gammapo_spec.beta_dpo as BD
+
+    out = _beta_dpo_statistics_after_use(state, *logps, **kw)
+    g = BD.masked_loss_grad(out.gaps, out.mask, out.beta)
+    return out, dict(zip(("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps"), (g, -g, -g, g)))
+
+
+def _make_optional_mutants():
+    import gammapo_spec.alignment_potential as AP
+    import gammapo_spec.beta_dpo as BD
+
+    ap = _copy(R, "mutant-top-fraction-late-ties",
+               alignment_potential=_module_copy(AP, select_top_fraction=_select_top_fraction_late_ties))
+    bd = _copy(R, "mutant-beta-dpo-stats-after-use",
+               beta_dpo=_module_copy(BD, beta_dpo_step=_beta_dpo_statistics_after_use,
+                                     beta_dpo_loss_and_grad=_beta_dpo_loss_and_grad_after_use))
+    return ap, bd
+
+
+top_fraction_ties_to_later_pairs, beta_dpo_statistics_after_use = _make_optional_mutants()
 
 
 # --- torch-based mutant ----------------------------------------------------------------------------
