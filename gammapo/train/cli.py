@@ -228,6 +228,8 @@ def _training_data(args, plan, task, tok, data: str, noise: float, seed: int):
 
     pairs = task.pairs(args.pairs, noise=noise, seed=1 + 1000 * seed)
     if data == "plain":
+        if plan["data"] == ["plain"]:  # the default study: nothing to count (and no time spent on it)
+            return pairs, {"read": len(pairs), "written": len(pairs)}
         flipped = transforms.count_flipped(task, pairs)
         return pairs, {"read": len(pairs), "written": len(pairs), "flipped_read": flipped, "flipped_kept": flipped}
     if data == "augmented":
