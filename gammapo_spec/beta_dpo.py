@@ -58,7 +58,9 @@ Decisions, and where they follow the released code (``trainers.py``, ``preferenc
   -\tfrac12 z_i^2 + g_i`, keep the k largest scores (ties: lower index first). Working with
   :math:`\log w_i` also means weights that would underflow to 0 (the code's multinomial then fails)
   still rank correctly. Every backend computes the statistics, scores and β in float64 (JAX: when
-  ``jax_enable_x64`` is on), so the mask is bit-identical to the reference's for the same state.
+  ``jax_enable_x64`` is on), so the mask is the reference's for the same state and inputs (their
+  float64 reductions may round differently in the last bit, which matters only for two scores
+  equal to ~1e-16; the conformance suite checks the mask for exact equality).
 * **Distributed training** — the code gathers Δ from all ranks for the statistics and the filter;
   here the step sees whatever gaps it is given (pass the gathered ones to reproduce that).
 """
