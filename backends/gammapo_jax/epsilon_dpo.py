@@ -10,11 +10,12 @@ r"""ε-DPO on JAX arrays: the ops of :mod:`gammapo_spec.epsilon_dpo`, jit-able, 
 Same names, arguments and errors (class and message) as the reference. Dtype policy as in
 :mod:`gammapo_jax._dtypes` (float64 needs ``jax_enable_x64``; half logits compute in float32).
 
-**The token op is chunked**: :func:`epsilon_sequence_logps` runs a ``lax.scan`` over
+**The token op is chunked**: :func:`epsilon_sequence_logps` runs a ``lax.fori_loop`` over
 ``chunk_size``-position slices of the sequence (``lax.dynamic_slice``, plus one static remainder slice),
 so :math:`z^\pm` exist only as ``[B, chunk, V]`` values. Its gradient is a ``jax.custom_vjp``: the
 forward keeps the per-token logsumexp ``[B, T]`` as its only residual and the backward recomputes the
-softmax chunk by chunk (differentiating the scan directly would store every chunk's softmax). Only
+softmax chunk by chunk, writing each into its slice of the gradient (differentiating the loop
+directly would store every chunk's softmax). Only
 ``logps`` is differentiable; ``logps_plus`` / ``logps_minus`` pass through ``lax.stop_gradient``
 (they decide :math:`s_i`, a constant for the gradient). ``epsilon``, ``chunk_size`` and the other
 hyper-parameters are Python values (static under ``jit``).
@@ -119,22 +120,20 @@ def _forward(p, q, y, m, eps, chunk):
     acc = _acc(p.dtype)
     n_full, rem = _slices(T, chunk)
     sums = jnp.zeros((3, B), acc)
-    lses = []
+    lse = jnp.zeros((B, T), acc)
     if n_full:
-        def body(carry, i):
-            start = i * chunk
-            cut = functools.partial(lax.dynamic_slice_in_dim, start_index=start, slice_size=chunk, axis=1)
-            s, lse = _chunk_sums(cut(p), cut(q), cut(y), cut(m), eps)
-            return carry + s, lse
+        def body(i, carry):
+            total, lse = carry
+            cut = functools.partial(lax.dynamic_slice_in_dim, start_index=i * chunk, slice_size=chunk, axis=1)
+            s, l = _chunk_sums(cut(p), cut(q), cut(y), cut(m), eps)
+            return total + s, lax.dynamic_update_slice_in_dim(lse, l, i * chunk, axis=1)
 
-        sums, lse_chunks = lax.scan(body, sums, jnp.arange(n_full))
-        lses.append(jnp.moveaxis(lse_chunks, 0, 1).reshape(B, n_full * chunk))
+        sums, lse = lax.fori_loop(0, n_full, body, (sums, lse))
     if rem:
         t0 = n_full * chunk
-        s, lse = _chunk_sums(p[:, t0:], q[:, t0:], y[:, t0:], m[:, t0:], eps)
-        sums = sums + s
-        lses.append(lse)
-    return sums, jnp.concatenate(lses, axis=1) if len(lses) > 1 else lses[0]
+        s, l = _chunk_sums(p[:, t0:], q[:, t0:], y[:, t0:], m[:, t0:], eps)
+        sums, lse = sums + s, lse.at[:, t0:].set(l)
+    return sums, lse
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -159,18 +158,16 @@ def _logps_bwd(eps, chunk, res, g_sums):
         return (gg[..., None] * (onehot - soft)).astype(p.dtype)
 
     n_full, rem = _slices(T, chunk)
-    parts = []
-    if n_full:
-        def body(_, i):
+    grad = jnp.zeros(p.shape, p.dtype)
+    if n_full:  # each chunk written into its slice of the gradient (in place inside the loop)
+        def body(i, grad):
             cut = functools.partial(lax.dynamic_slice_in_dim, start_index=i * chunk, slice_size=chunk, axis=1)
-            return None, grad_chunk(cut(p), cut(lse), cut(y), cut(g))
+            return lax.dynamic_update_slice_in_dim(grad, grad_chunk(cut(p), cut(lse), cut(y), cut(g)), i * chunk, axis=1)
 
-        _, chunks = lax.scan(body, None, jnp.arange(n_full))  # [n_full, B, chunk, V]
-        parts.append(jnp.moveaxis(chunks, 0, 1).reshape(B, n_full * chunk, V))
+        grad = lax.fori_loop(0, n_full, body, grad)
     if rem:
         t0 = n_full * chunk
-        parts.append(grad_chunk(p[:, t0:], lse[:, t0:], y[:, t0:], g[:, t0:]))
-    grad = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        grad = grad.at[:, t0:].set(grad_chunk(p[:, t0:], lse[:, t0:], y[:, t0:], g[:, t0:]))
     return grad, None, None, None
 
 
