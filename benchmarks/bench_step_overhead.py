@@ -22,14 +22,18 @@ by wall time (``time.perf_counter``, reported alongside); the overhead is the
 median over pairs of ``t_gamma / t_simpo − 1`` (with its interquartile range); medians of each arm
 are reported too. A few warm-up steps of each arm run first.
 
-Each model is measured twice: with the loss eager, and with the loss function (of both arms; the
-model stays eager) compiled by ``torch.compile`` — compilation happens in the untimed warm-up (the
-full run needs a C++ compiler for inductor on CPU; ``--quick`` skips the compiled variant).
+Each model is measured three times: with the loss eager (the default CPU path: the calibration step is
+one call of the C++ kernel of :mod:`gammapo_torch._cpu_calibration`), eager with that kernel turned off
+(``GAMMAPO_DISABLE_CPU_KERNEL=1``: the op-by-op tensor path, for comparison), and with the loss function
+(of both arms; the model stays eager) compiled by ``torch.compile`` — compilation happens in the
+untimed warm-up (the full run needs a C++ compiler for inductor on CPU; ``--quick`` skips the
+compiled variant).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -171,6 +175,14 @@ def _paired(arms: dict[str, Any], pairs: int) -> dict[str, Any]:
     }
 
 
+#: The environment switch of the C++ calibration kernel (gammapo_torch._cpu_calibration).
+KERNEL_SWITCH = "GAMMAPO_DISABLE_CPU_KERNEL"
+
+
+def _variant(r: dict[str, Any]) -> str:
+    return "compiled" if r["compiled_loss"] else ("eager" if r.get("cpu_kernel", True) else "eager, torch ops")
+
+
 def measure(kind: str, sizes: dict[str, Any], common: dict[str, Any], log=print) -> list[dict[str, Any]]:
     """Paired step timings on one model, eager loss and (unless quick) compiled loss; ``[]`` if unavailable."""
     import torch
@@ -186,19 +198,30 @@ def measure(kind: str, sizes: dict[str, Any], common: dict[str, Any], log=print)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = _batch(sizes)
     results = []
-    for compiled in (False, True) if common.get("compile", True) else (False,):
-        arms = {name: _make_step(forward, optimizer, GammaPOConfig(loss=name), batch, compiled) for name in ("simpo", "gamma-simpo")}
-        start = time.perf_counter()
-        for _ in range(common["warmup"]):
-            for step in arms.values():
-                step()
-        warm = time.perf_counter() - start
-        r = _paired(arms, common["pairs_timed"]) | {
-            "kind": kind, "model": model_name, "sizes": sizes, "compiled_loss": compiled, "warmup_s": warm,
-            "parameters": sum(p.numel() for p in model.parameters()),
+    variants = [(False, True), (False, False)] + ([(True, True)] if common.get("compile", True) else [])
+    for compiled, kernel in variants:
+        previous = os.environ.get(KERNEL_SWITCH)
+        if not kernel:
+            os.environ[KERNEL_SWITCH] = "1"
+        try:
+            arms = {name: _make_step(forward, optimizer, GammaPOConfig(loss=name), batch, compiled) for name in ("simpo", "gamma-simpo")}
+            start = time.perf_counter()
+            for _ in range(common["warmup"]):
+                for step in arms.values():
+                    step()
+            warm = time.perf_counter() - start
+            r = _paired(arms, common["pairs_timed"])
+        finally:
+            if previous is None:
+                os.environ.pop(KERNEL_SWITCH, None)
+            else:
+                os.environ[KERNEL_SWITCH] = previous
+        r |= {
+            "kind": kind, "model": model_name, "sizes": sizes, "compiled_loss": compiled, "cpu_kernel": kernel,
+            "warmup_s": warm, "parameters": sum(p.numel() for p in model.parameters()),
         }
         o = r["overhead"]
-        log(f"  {kind} ({'compiled' if compiled else 'eager'} loss): simpo {1e3 * r['simpo_s']['median']:.2f} ms, "
+        log(f"  {kind} ({_variant(r)} loss): simpo {1e3 * r['simpo_s']['median']:.2f} ms, "
             f"gamma-simpo {1e3 * r['gamma_simpo_s']['median']:.2f} ms, overhead median {100 * o['median']:+.2f}% "
             f"(IQR {100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%)")
         results.append(r)
@@ -233,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in results:
         o, sz = r["overhead"], r["sizes"]
         rows.append([
-            r["kind"], "compiled" if r["compiled_loss"] else "eager", f"{r['model']}, {r['parameters']:,} params, V = {sz['vocab']}, T = {sz['seq']}, {sz['pairs']} pairs",
+            r["kind"], _variant(r), f"{r['model']}, {r['parameters']:,} params, V = {sz['vocab']}, T = {sz['seq']}, {sz['pairs']} pairs",
             f"{1e3 * r['simpo_s']['median']:.2f}", f"{1e3 * r['gamma_simpo_s']['median']:.2f}",
             f"{r['extra_ms']['median']:+.2f}", f"**{100 * o['median']:+.2f}%** ({100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%)",
             "met" if o["median"] <= 0.02 else "NOT met",
@@ -246,10 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines += [
         "",
         "The extra time is the calibration and queue update of γ-PO (a fixed cost per step, independent of the "
-        "model), so the relative overhead falls as the model grows. In eager mode it is dominated by the launch "
-        "cost of the calibration's ~100 small ops (20 mirror iterations plus queue sampling); `compiled` puts the "
-        "loss function (SimPO and γ-SimPO alike, not the model) through `torch.compile` (inductor, CPU; the "
-        "one-time compilation happens in the warm-up steps and is not timed), which fuses them.",
+        "model), so the relative overhead falls as the model grows. `eager` is the default CPU path: the whole queue "
+        "step (hash sample, 20 mirror iterations on 256 gaps, push) is one call of the C++ kernel of "
+        "`gammapo_torch._cpu_calibration`. `eager, torch ops` turns that kernel off (`GAMMAPO_DISABLE_CPU_KERNEL=1`): "
+        "the op-by-op tensor path, dominated by the dispatch of its ~250 small ops. `compiled` puts the loss function "
+        "(SimPO and γ-SimPO alike, not the model) through `torch.compile` (inductor, CPU; the one-time compilation "
+        "happens in the warm-up steps and is not timed), with the kernel inside the graph as a custom operator.",
     ]
     r = {"models": results}
     paths = write_results(NAME, args.out, lines, {"machine": machine, "sizes": sizes, **r})

@@ -19,7 +19,8 @@ last iteration. It is written with *masking*: the calibration set may hold slots
 part (queue mode samples a data-dependent number S of stored gaps; the set has a fixed number of
 candidates and a mask), masked slots have :math:`\log p = -\infty`, and M is the number of valid
 slots, kept as a 0-dim tensor. Shapes therefore never depend on data, nothing is read back to the
-host, and the loop compiles into one graph. On CUDA, sets of up to
+host, and the loop compiles into one graph. On CPU (float32/float64, no mask) the same arithmetic runs
+as one call of the compiled C++ kernel of :mod:`gammapo_torch._cpu_calibration` by default. On CUDA, sets of up to
 :data:`~gammapo_torch._triton_calibration.MAX_FUSED` gaps run all iterations in one Triton kernel
 launch (:mod:`gammapo_torch._triton_calibration`), with the torch-ops path elsewhere.
 
@@ -241,6 +242,9 @@ def solve(
         if count is None and _cpu_calibration.usable(h):
             shift = normaliser_shift(h.shape[0], gamma0, tau, h.dtype)
             return _cpu_calibration.mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, shift=shift)
+        if count is None and torch.compiler.is_compiling() and _cpu_calibration.traced_usable(h):
+            shift = normaliser_shift(h.shape[0], gamma0, tau, h.dtype)  # the kernel inside a compiled graph
+            return torch.ops.gammapo.cpu_mirror(h, gamma0, tau, iters, shift is not None, 0.0 if shift is None else shift)
         return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates)
     if count is None:
         return exact_margins(h, gamma0=gamma0, tau=tau).to(h.dtype)

@@ -21,6 +21,10 @@ buffer's device. Nothing calls ``.item()``, ``.tolist()``, ``.cpu()`` or Python'
 step compiles with ``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph (mirror
 solver; the exact solver synchronises, see :mod:`gammapo_torch._calibration`).
 
+On CPU the whole step (sample, calibration, push) is by default one call of the C++ kernel of
+:mod:`gammapo_torch._cpu_calibration`, eagerly and (as a custom operator) inside compiled graphs: the
+same integer sample and push, so the same states bit for bit, and margins equal to rounding.
+
 Dtype: the buffer is float32 unless the step computes in float64 (float64 gaps), in which case the
 new state's buffer is float64; a float32 buffer is upcast exactly when read by a float64 step.
 :func:`init_state` creates a float32 buffer by default; pass ``dtype=torch.float64`` for a float64
@@ -250,6 +254,18 @@ def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor)
             state.buffer, state[1:], h, n_candidates=n_candidates, gamma0=config.gamma0, tau=config.tau,
             iters=config.iters, shift=normaliser_shift(n_candidates + n, config.gamma0, config.tau, h.dtype),
         )
+        return gamma, QueueState(buffer, size, head, step, state.seed)
+    if (
+        state is not None and config.solver == "mirror" and torch.compiler.is_compiling()
+        and _cpu_calibration.traced_takes_step(state.buffer, state[1:], h)
+    ):  # the same kernel inside a compiled graph, as the custom op gammapo::cpu_queue_step
+        n_candidates = min(state.capacity, max(config.sample_size - n, 0))
+        shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, h.dtype)
+        gamma, buffer, counters = torch.ops.gammapo.cpu_queue_step(
+            state.buffer, *state[1:], h, n_candidates, config.gamma0, config.tau, config.iters,
+            shift is not None, 0.0 if shift is None else shift,
+        )
+        size, head, step = counters.unbind()
         return gamma, QueueState(buffer, size, head, step, state.seed)
     kwargs = dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters)
     if state is None:

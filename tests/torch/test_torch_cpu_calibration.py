@@ -168,3 +168,36 @@ def test_without_a_compiler_the_torch_ops_path_runs(monkeypatch, tmp_path):
     h = np.array([2.0, 0.5, -1.0])
     got = T.calibrate_margins(torch.tensor(h), gamma0=1.0, tau=1.0).numpy()
     assert ok(got, R.calibrate_margins(h, gamma0=1.0, tau=1.0), 1e-10)
+
+
+def _graph_ops(fn, *args) -> str:
+    from torch._dynamo.testing import EagerAndRecordGraphs
+
+    torch._dynamo.reset()
+    backend = EagerAndRecordGraphs()
+    torch.compile(fn, fullgraph=True, backend=backend)(*args)
+    return "\n".join(g.code for g in backend.graphs)
+
+
+@needs_kernel
+def test_compiled_step_calls_the_kernel_as_one_custom_op_and_equals_eager(monkeypatch):
+    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=64, sample_size=40, queue_warmup=8, check_values=False)
+    state = T.init_state(config, seed=4)
+    h = torch.randn(12)
+
+    def step(st, gaps):
+        return T.calibrate_step(config, st, gaps)
+
+    code = _graph_ops(step, state, h)
+    assert "gammapo.cpu_queue_step" in code and "topk" not in code
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    g_c, s_c = compiled(state, h)
+    g_e, s_e = step(state, h)
+    assert torch.equal(g_c, g_e) and all(torch.equal(a, b) for a, b in zip(s_c, s_e))
+    batch = _graph_ops(lambda x: T.calibrate_margins(x, gamma0=1.0, tau=2.0), h)
+    assert "gammapo.cpu_mirror" in batch
+    # turned off, the compiled step is the torch-ops graph again
+    monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
+    code = _graph_ops(step, state, h)
+    assert "gammapo.cpu_queue_step" not in code and "topk" in code
+    torch._dynamo.reset()
