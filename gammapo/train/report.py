@@ -127,6 +127,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
     with_data = _has_data(rows)
     methods = list(dict.fromkeys(_label(r, with_data) for r in rows))
+    names = list(dict.fromkeys(r["method"] for r in rows))
     noises = sorted({r["noise"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(10 if len(methods) <= 6 else 14, 4))
     for ax, key, title in zip(axes, ("accuracy", "gen_reward"), ("held-out clean-pair accuracy", "greedy r* of the policy")):
@@ -140,11 +141,14 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
                 ax.errorbar([r["noise"] for r in rs], ys, yerr=es, marker="o", capsize=3, label=m)
                 ax.set_xlabel("label noise (share of flipped pairs)")
             else:
-                ax.bar(i, ys[0], yerr=es[0], capsize=3, label=m)
+                # a data study: one colour per method across the data variants (the x labels name the bars)
+                colour = f"C{names.index(rs[0]['method']) % 10}" if with_data else None
+                ax.bar(i, ys[0], yerr=es[0], capsize=3, label=m, color=colour)
                 ax.set_xticks(range(len(methods)), methods, rotation=90 if with_data else 0, fontsize=8 if with_data else None)
         ax.set_title(title + ("" if len(noises) > 1 else f" (noise {noises[0]:.2f})"))
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    if not (with_data and len(noises) == 1):
+        axes[0].legend(fontsize=8 if with_data else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
