@@ -30,19 +30,22 @@ on margins, losses, gradients and queue states (≤ 1e-8 in the unconverged smal
 where 19 mirror steps with η = 1 amplify last-bit differences); float32 2e-5; bfloat16 inputs
 (computed in float32) 2e-5 against the reference fed the same bf16-rounded values. The fused Triton
 kernel (interpreted on CPU): float64 1e-12, float32 2e-5. Distributed runs equal one process on the
-concatenated batch bit for bit. Compiled (``torch.compile``) and eager float32 margins differ by a
-few 1e-6 (inductor's vectorised exp/log round differently from ATen's).
+concatenated batch bit for bit. On CPU, compiled (``torch.compile``) and eager steps run the same
+C++ kernel and agree bit for bit; the torch-ops path (CUDA, or the kernel off) and the kernel differ
+by a few 1e-6 in float32 (vectorised exp/log and the order of sums round differently).
 
 Speed
 -----
-Per-call cost on CPU is dominated by dispatch: 19 dependent mirror updates are ~250 small ops eagerly,
-about what the released code pays, so eager runs at 0.7–1.2× its speed there (but without its host
-sync, which is what costs on a GPU). ``torch.compile`` fuses the whole queue step (hash sampling, the
-19 updates, the push) into two C++ functions plus a ``topk``: measured 2.8–5× faster than the released
-path on a 2-core CPU (4.7× at 256 gaps; ~50 µs of each call is the fixed cost of calling any compiled
-function there). ``benchmarks/bench_calibration_torch.py`` measures both against the released code's
-path in one run (``benchmarks/results/calibration_torch.md``). No GPU was available to time the CUDA
-path or the Triton kernel.
+On CPU the whole calibration step (hash sampling, the 19 mirror updates, the push) is by default one
+call of a small C++ kernel (:mod:`gammapo_torch._cpu_calibration`: compiled once with ``g++`` in about
+a second, cached in ``~/.cache/gammapo``, vectorised by the compiler), eagerly and, as a custom
+operator, inside ``torch.compile`` graphs. Measured on a shared 2-core CPU against the released
+code's per-step path in the same run: 25–47× faster at 256 gaps (two runs), 12–53× from 64 to 4096
+gaps; the op-by-op tensor path it replaces (~250 small ops, still what runs on CUDA or without a C++
+compiler, ``GAMMAPO_DISABLE_CPU_KERNEL=1``) runs at 0.7–1.1× the released speed. The training-step
+overhead of γ-SimPO over SimPO on the embedded tiny Llama is +1.5% (eager; +14% with the op-by-op
+path). ``benchmarks/bench_calibration_torch.py`` and ``bench_step_overhead.py`` measure this
+(``benchmarks/results/``). No GPU was available to time the CUDA path or the Triton kernel.
 
 Value checks and synchronisation
 --------------------------------

@@ -30,7 +30,7 @@ and the order of the sum differ from torch's; the tests hold them to the spec's 
 When it is used: float32 or float64 CPU tensors, mirror solver, the kernel built. Eagerly
 (:func:`usable`, :func:`takes_step`) it is called directly. Under ``torch.compile``
 (:func:`traced_usable`, :func:`traced_takes_step`) it enters the graph as the custom operators
-``gammapo::cpu_queue_step`` / ``gammapo::cpu_mirror`` (``torch.library.custom_op``, with fake
+``gammapo::cpu_queue_step`` / ``gammapo::cpu_mirror`` (``torch.library`` definitions, with fake
 implementations for shapes), so ``fullgraph=True`` still holds and compiled and eager steps give
 identical results; measured, this beats inductor's fusion of the torch ops on CPU. (The operators
 are Python: a graph exported to a C++-only runtime such as AOTInductor needs the kernel off.) Set
@@ -168,7 +168,7 @@ static void smallest_keys(uint32_t key, int64_t size, int64_t S, uint32_t* keys,
 
 template <typename T>
 static int queue_step(T* buf, int64_t cap, const int64_t* size_p, const int64_t* head_p, const int64_t* step_p,
-                      const int64_t* seed_p, int64_t* new_counters, const T* h, int64_t n, int64_t nc,
+                      const int64_t* seed_p, int64_t* size_out, int64_t* head_out, int64_t* step_out, const T* h, int64_t n, int64_t nc,
                       double gamma0, double tau, int64_t iters, int has_shift, double shift, T* gamma_out) {
   const int64_t size = *size_p, head = *head_p, step = *step_p, seed = *seed_p;
   const int64_t S = size < nc ? size : nc;
@@ -189,9 +189,9 @@ static int queue_step(T* buf, int64_t cap, const int64_t* size_p, const int64_t*
   memcpy(gamma_out, out + S, sizeof(T) * n);
   const int64_t keep = n < cap ? n : cap;
   for (int64_t j = n - keep; j < n; ++j) buf[(head + j) % cap] = h[j];
-  new_counters[0] = size + n < cap ? size + n : cap;
-  new_counters[1] = (head + n) % cap;
-  new_counters[2] = step + 1;
+  *size_out = size + n < cap ? size + n : cap;
+  *head_out = (head + n) % cap;
+  *step_out = step + 1;
   free(keys); free(sel); free(work);
   return 0;
 }
@@ -205,13 +205,15 @@ int gammapo_mirror_f64(const double* h, double* out, int64_t M, double gamma0, d
   double* lp = (double*)malloc(sizeof(double) * M); if (!lp) return 1;
   mirror<double>(h, out, lp, M, gamma0, tau, iters, has_shift, shift); free(lp); return 0;
 }
-int gammapo_queue_step_f32(float* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d, int64_t* nc_out,
+int gammapo_queue_step_f32(float* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
+                           int64_t* so, int64_t* ho, int64_t* to,
                            const float* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, float* g) {
-  return queue_step<float>(buf, cap, a, b, c, d, nc_out, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
+  return queue_step<float>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
 }
-int gammapo_queue_step_f64(double* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d, int64_t* nc_out,
+int gammapo_queue_step_f64(double* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
+                           int64_t* so, int64_t* ho, int64_t* to,
                            const double* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, double* g) {
-  return queue_step<double>(buf, cap, a, b, c, d, nc_out, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
+  return queue_step<double>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
 }
 }
 """
@@ -268,7 +270,7 @@ def _bind(path: pathlib.Path) -> Any:
         fn = getattr(lib, f"gammapo_mirror_{suffix}")
         fn.argtypes, fn.restype = [p, p, i64, f64, f64, i64, i32, f64], i32
         fn = getattr(lib, f"gammapo_queue_step_{suffix}")
-        fn.argtypes = [p, i64, p, p, p, p, p, p, i64, i64, f64, f64, i64, i32, f64, p]
+        fn.argtypes = [p, i64, p, p, p, p, p, p, p, p, i64, i64, f64, f64, i64, i32, f64, p]
         fn.restype = i32
     return lib
 
@@ -369,26 +371,28 @@ def queue_step(
         ``(gamma, new_buffer, (size, head, step))``: margins of ``h``, the new buffer in ``h``'s
         dtype and the new counters (0-dim int64).
     """
-    gamma, new_buffer, new_counters = _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift)
+    new_counters = torch.empty(3, dtype=torch.int64)
+    ptr = new_counters.data_ptr()
+    gamma, new_buffer = _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift, (ptr, ptr + 8, ptr + 16))
     return gamma, new_buffer, new_counters.unbind()
 
 
-def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift):
+def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift, out_ptrs):
+    """The kernel call; writes the new ``size``, ``head``, ``step`` at the three int64 addresses ``out_ptrs``."""
     h = h.contiguous()
     dtype = h.dtype
     new_buffer = buffer.clone(memory_format=torch.contiguous_format) if buffer.dtype == dtype else buffer.to(
         dtype, memory_format=torch.contiguous_format, copy=True
     )
     gamma = torch.empty_like(h)
-    new_counters = torch.empty(3, dtype=torch.int64)
     size, head, step, seed = counters
     lib = _lib or load()
     fn = lib.gammapo_queue_step_f64 if dtype == torch.float64 else lib.gammapo_queue_step_f32
     if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
-          seed.data_ptr(), new_counters.data_ptr(), h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,
+          seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,
           shift is not None, shift or 0.0, gamma.data_ptr()):
         raise MemoryError("gammapo CPU calibration kernel: out of memory")
-    return gamma, new_buffer, new_counters
+    return gamma, new_buffer
 
 
 # --- the kernel inside torch.compile graphs ------------------------------------------------------------
@@ -396,34 +400,50 @@ def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift
 # inductor (its generated code calls it like an ATen fallback), with a fake implementation for shapes.
 
 
+_SCHEMAS = {
+    "cpu_queue_step": "cpu_queue_step(Tensor buffer, Tensor size, Tensor head, Tensor step, Tensor seed, Tensor h, "
+    "int n_candidates, float gamma0, float tau, int iters, bool has_shift, float shift) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "cpu_mirror": "cpu_mirror(Tensor h, float gamma0, float tau, int iters, bool has_shift, float shift) -> Tensor",
+}
+_library: Any = None
+
+
+def _op_queue_step(buffer, size, head, step, seed, h, n_candidates, gamma0, tau, iters, has_shift, shift):
+    new = [torch.empty((), dtype=torch.int64) for _ in range(3)]
+    gamma, new_buffer = _queue_step_raw(buffer, (size, head, step, seed), h, n_candidates, gamma0, tau, iters,
+                                        shift if has_shift else None, [t.data_ptr() for t in new])
+    return gamma, new_buffer, *new
+
+
+def _op_mirror(h, gamma0, tau, iters, has_shift, shift):
+    return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, shift=shift if has_shift else None)
+
+
 def _register_ops() -> None:
-    """Define ``gammapo::cpu_queue_step`` and ``gammapo::cpu_mirror`` (once per process: a second import
-    of this module under another name finds them defined and leaves them)."""
+    """Define ``gammapo::cpu_queue_step`` and ``gammapo::cpu_mirror`` with a CPU kernel and a fake (shape)
+    implementation. Low-level ``torch.library.Library`` definitions: the dispatcher calls the Python
+    function straight from the CPU key, without ``custom_op``'s autograd wrapper layers (the inputs
+    never need gradients: the gaps are detached). Once per process: a second import of this module
+    under another name finds them defined and leaves them."""
+    global _library
     try:
         torch.ops.gammapo.cpu_queue_step, torch.ops.gammapo.cpu_mirror
         return
     except (AttributeError, RuntimeError):
         pass
+    _library = torch.library.Library("gammapo", "FRAGMENT")
+    for name, schema in _SCHEMAS.items():
+        _library.define(schema)
+    _library.impl("cpu_queue_step", _op_queue_step, "CPU")
+    _library.impl("cpu_mirror", _op_mirror, "CPU")
 
-    @torch.library.custom_op("gammapo::cpu_queue_step", mutates_args=())
-    def _queue_step_op(
-        buffer: torch.Tensor, size: torch.Tensor, head: torch.Tensor, step: torch.Tensor, seed: torch.Tensor,
-        h: torch.Tensor, n_candidates: int, gamma0: float, tau: float, iters: int, has_shift: bool, shift: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:func:`queue_step` as a torch operator; returns the three new counters as one ``[3]`` tensor."""
-        return _queue_step_raw(buffer, (size, head, step, seed), h, n_candidates, gamma0, tau, iters,
-                               shift if has_shift else None)
-
-    @_queue_step_op.register_fake
+    @torch.library.register_fake("gammapo::cpu_queue_step", lib=_library)
     def _queue_step_fake(buffer, size, head, step, seed, h, n_candidates, gamma0, tau, iters, has_shift, shift):
-        return torch.empty_like(h), buffer.new_empty(buffer.shape, dtype=h.dtype), size.new_empty(3)
+        return (torch.empty_like(h), buffer.new_empty(buffer.shape, dtype=h.dtype), size.new_empty(()),
+                size.new_empty(()), size.new_empty(()))
 
-    @torch.library.custom_op("gammapo::cpu_mirror", mutates_args=())
-    def _mirror_op(h: torch.Tensor, gamma0: float, tau: float, iters: int, has_shift: bool, shift: float) -> torch.Tensor:
-        """:func:`mirror_margins` as a torch operator."""
-        return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, shift=shift if has_shift else None)
-
-    @_mirror_op.register_fake
+    @torch.library.register_fake("gammapo::cpu_mirror", lib=_library)
     def _mirror_fake(h, gamma0, tau, iters, has_shift, shift):
         return torch.empty_like(h)
 

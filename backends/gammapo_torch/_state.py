@@ -261,11 +261,10 @@ def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor)
     ):  # the same kernel inside a compiled graph, as the custom op gammapo::cpu_queue_step
         n_candidates = min(state.capacity, max(config.sample_size - n, 0))
         shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, h.dtype)
-        gamma, buffer, counters = torch.ops.gammapo.cpu_queue_step(
+        gamma, buffer, size, head, step = torch.ops.gammapo.cpu_queue_step(
             state.buffer, *state[1:], h, n_candidates, config.gamma0, config.tau, config.iters,
             shift is not None, 0.0 if shift is None else shift,
         )
-        size, head, step = counters.unbind()
         return gamma, QueueState(buffer, size, head, step, state.seed)
     kwargs = dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters)
     if state is None:
