@@ -239,18 +239,35 @@ def _attempts() -> list[list[str]]:
     return [_BASE_FLAGS + _ISA_FLAGS[w] for w in widths] + [list(_BASE_FLAGS)]
 
 
-def _cache_dir() -> pathlib.Path:
+def _cache_dirs() -> list[pathlib.Path]:
+    """Where the library is cached: ``$GAMMAPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gammapo`` (default
+    ``~/.cache/gammapo``), with a per-user folder in the temporary directory as the fallback."""
     env = os.environ.get("GAMMAPO_CACHE_DIR")
     if env:
-        return pathlib.Path(env)
+        return [pathlib.Path(env)]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "gammapo"
+    user = getattr(os, "getuid", lambda: "user")()
+    return [pathlib.Path(base) / "gammapo", pathlib.Path(tempfile.gettempdir()) / f"gammapo-{user}"]
+
+
+def _writable_cache_dir() -> pathlib.Path:
+    error: OSError | None = None
+    for folder in _cache_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError as exc:
+            error = exc
+    raise error or PermissionError(f"no writable cache folder among {_cache_dirs()}")
 
 
 def _build(compiler: str, flags: list[str]) -> pathlib.Path:
     key = hashlib.sha256("\0".join([SOURCE, compiler, *flags, platform.machine()]).encode()).hexdigest()[:16]
-    out_dir = _cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in _cache_dirs():  # an existing build anywhere
+        if (folder / f"gammapo_cpu_calibration_{key}.so").exists():
+            return folder / f"gammapo_cpu_calibration_{key}.so"
+    out_dir = _writable_cache_dir()
     target = out_dir / f"gammapo_cpu_calibration_{key}.so"
     if target.exists():
         return target
