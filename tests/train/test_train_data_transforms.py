@@ -165,3 +165,10 @@ def test_short_study_over_the_three_variants(tmp_path, capsys, monkeypatch):
     assert aug_eval == ["s10 " + p for p in plain_eval] and sel_eval == plain_eval
     assert seen["greedy"][2] == seen["greedy"][3] == ["s10 " + p for p in TASK.prompts]
     assert seen["greedy"][0] == seen["greedy"][4] == TASK.prompts
+
+
+def test_transforms_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(T, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
