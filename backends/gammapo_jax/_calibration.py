@@ -19,7 +19,10 @@ queue fills up): the candidate set has a fixed size and the first S candidates a
 
       g_i = \tau\big(1 + \log(M (p_i + \varepsilon))\big) + \gamma_0 \sigma(\gamma_i - h_i),\quad
       \log p \leftarrow w - \operatorname{logsumexp}(w),\; w = \log p - \eta g,\;
-      \eta = \min(0.5/\tau, 1).
+      \eta = \min(0.5/\tau, 1),
+
+  carried as (log p, p) with one ``exp`` per entry and, when it is safe, a fixed shift in the
+  logsumexp instead of max(w) (one reduction per update instead of two; see :func:`mirror_log_p`).
 
 * ``"exact"`` — the KKT system :math:`\tau(1 + u_i) + \gamma_0\sigma(\gamma_0 e^{u_i} - h_i) = c`,
   :math:`\frac1M\sum_i e^{u_i} = 1` solved as the reference does (outer safeguarded Newton on c,
@@ -59,8 +62,32 @@ def _masked_logsumexp(x, valid):
     return jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf))
 
 
+#: A bound on log M + η γ0 below which the mirror update may normalise with a fixed shift instead of
+#: max(w) (see :func:`mirror_log_p`), per compute dtype: the normaliser then stays ≥ e^{-bound}.
+_FIXED_SHIFT_BOUND = {"float32": 40.0, "float64": 300.0}
+
+
 def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
     r"""log p after K − 1 mirror-descent updates (invalid entries stay at log p = −∞).
+
+    Each update is the reference's :math:`\log p \leftarrow w - \operatorname{logsumexp}(w)`,
+    :math:`w = \log p - \eta g`, carried as the pair (log p, p) so that one ``exp`` per entry
+    serves both the normaliser and the next p:
+
+    .. math::
+
+        e = \exp(w - s),\quad S = \textstyle\sum_i e_i,\quad
+        \log p \leftarrow w - (s + \log S),\quad p \leftarrow e / S .
+
+    The shift s only guards against overflow/underflow. Usually it is the fixed
+    :math:`s = -\eta\tau(1 + \log M)`, which needs no reduction over w: then
+    :math:`w_i - s = \log p_i - \eta\tau\log(p_i + \varepsilon) - \eta\gamma_0\sigma_i`
+    is at most :math:`-\eta\tau\log\varepsilon \le 11.6` (as :math:`\eta\tau \le 1/2`), and
+    the entry with the largest p (:math:`p \ge 1/M`) contributes at least
+    :math:`e^{-\log M - \eta\gamma_0}` to S. When :math:`\log M + \eta\gamma_0` exceeds a
+    dtype bound (40 in float32, 300 in float64) the loop uses :math:`s = \max_i w_i` instead (the
+    reference's logsumexp), chosen once per call with ``lax.cond``. Either way the result equals
+    the reference's up to rounding.
 
     Args:
         h: ``[L]`` gaps (floating, any finite values in invalid entries).
@@ -68,17 +95,30 @@ def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
         count: M, the number of valid entries (a scalar array of h's dtype).
         gamma0, tau: scalars; iters: K (static).
     """
+    dtype = h.dtype
     eta = jnp.minimum(0.5 / tau, 1.0)
-    log_p0 = jnp.where(valid, -jnp.log(count), -jnp.inf).astype(h.dtype)
+    log_p0 = jnp.where(valid, -jnp.log(count), -jnp.inf).astype(dtype)
+    p0 = jnp.where(valid, 1.0 / count, 0.0).astype(dtype)
+    scale = gamma0 * count
+    log_m = jnp.log(count)
 
-    def update(_, log_p):
-        p = jnp.exp(log_p)
-        gamma = gamma0 * count * p
-        grad = tau * (1.0 + jnp.log(count * (p + MIRROR_EPS))) + gamma0 * _sigmoid(gamma - h)
-        w = log_p - eta * grad
-        return w - _masked_logsumexp(w, valid)
+    def loop(fixed_shift: bool):
+        def update(_, carry):
+            log_p, p = carry
+            grad = tau * (1.0 + jnp.log(count * (p + MIRROR_EPS))) + gamma0 * _sigmoid(scale * p - h)
+            w = log_p - eta * grad
+            shift = -eta * tau * (1.0 + log_m) if fixed_shift else jnp.max(w)
+            e = jnp.exp(w - shift)
+            total = jnp.sum(e)
+            return (w - (shift + jnp.log(total))).astype(dtype), (e / total).astype(dtype)
 
-    return lax.fori_loop(0, iters - 1, update, log_p0)
+        return lambda: lax.fori_loop(0, iters - 1, update, (log_p0, p0))[0]
+
+    if iters <= 1:
+        return log_p0
+    bound = _FIXED_SHIFT_BOUND.get(jnp.dtype(dtype).name, 40.0)
+    safe = log_m + eta * gamma0 < bound
+    return lax.cond(safe, loop(True), loop(False))
 
 
 def _spacing(x):

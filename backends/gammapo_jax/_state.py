@@ -151,15 +151,33 @@ def _kth_smallest(k: jax.Array, valid: jax.Array, count: int) -> jax.Array:
     return lo
 
 
+def _exact_candidate_slots(keys: jax.Array, valid: jax.Array, size: jax.Array, count: int) -> jax.Array:
+    """The exact path of :func:`candidate_slots` (any keys): threshold by bisection, then a small sort."""
+    cap = keys.shape[0]
+    invalid_key = jnp.uint32(0xFFFFFFFF)
+    chosen = valid & (keys <= _kth_smallest(keys, valid, count))
+    slots = jnp.nonzero(chosen, size=count, fill_value=cap - 1)[0].astype(jnp.int32)
+    real = jnp.arange(count, dtype=jnp.int32) < jnp.minimum(size, count)
+    # stable: a valid key equal to 0xFFFFFFFF stays ahead of the fillers (which come last in `slots`)
+    _, order = jax.lax.sort((jnp.where(real, keys[slots], invalid_key), slots), num_keys=1, is_stable=True)
+    return order
+
+
 def candidate_slots(state: QueueState, count: int) -> jax.Array:
-    """The first ``count`` (static) slots in sampling order: the valid slots with the smallest keys,
+    r"""The first ``count`` (static) slots in sampling order: the valid slots with the smallest keys,
     by increasing key (the spec's sample of S = min(size, count) slots is the first S of these),
     then filler slots (masked out by the caller).
 
-    Sorting all ``capacity`` keys is slow on XLA:CPU (~0.4 ms for 2048), so: find the ``count``-th
-    smallest valid key t by bisection, keep the valid slots with key ≤ t (exactly ``count`` of
-    them when ``size ≥ count``: the keys ``hash32(key + i)`` of distinct slots are distinct, as
-    hash32 is a bijection), and sort only those by key. Same slots, same order as the spec.
+    Sorting all ``capacity`` keys is slow on XLA:CPU (~0.2–0.4 ms for 2048), so the usual path is
+    one ``lax.top_k`` on a float32 *score* that orders the slots like their keys: valid slot i
+    scores :math:`1 + \lfloor(\lnot k_i) / 2^8\rfloor \in [1, 2^{24}]` (exact in float32, larger
+    for a smaller key), invalid slots score 0. The scores keep only the top 24 bits of the keys, so
+    the top-(count + 1) order is the key order exactly when the first S scores are strictly
+    decreasing and strictly above the next one; that is checked, and when it fails (two of the
+    sampled keys share their top 24 bits: a few percent of steps) an exact path runs instead
+    (``lax.cond``): the count-th smallest valid key t by bisection, the valid slots with key ≤ t
+    (exactly ``count`` of them when ``size ≥ count``: ``hash32`` is a bijection, so distinct slots
+    have distinct keys), sorted by key. Both paths give the spec's slots in the spec's order.
     """
     cap = state.capacity
     if count == 0:
@@ -167,22 +185,40 @@ def candidate_slots(state: QueueState, count: int) -> jax.Array:
     invalid_key = jnp.uint32(0xFFFFFFFF)
     valid = jnp.arange(cap, dtype=jnp.int32) < state.size
     keys = jnp.where(valid, _hash.sample_keys(state.seed, state.step, cap), invalid_key)
-    chosen = valid & (keys <= _kth_smallest(keys, valid, count))
-    slots = jnp.nonzero(chosen, size=count, fill_value=cap - 1)[0].astype(jnp.int32)
-    real = jnp.arange(count, dtype=jnp.int32) < jnp.minimum(state.size, count)
-    # stable: a valid key equal to 0xFFFFFFFF stays ahead of the fillers (which come last in `slots`)
-    _, order = jax.lax.sort((jnp.where(real, keys[slots], invalid_key), slots), num_keys=1, is_stable=True)
-    return order
+    k = min(count + 1, cap)
+    score = jnp.where(valid, ((~keys) >> jnp.uint32(8)).astype(jnp.float32) + 1.0, 0.0)
+    _, slots = jax.lax.top_k(score, k)
+    # re-gathered rather than top_k's own values: slicing those makes XLA:CPU turn top_k into a full sort
+    top = score[slots]
+    s = jnp.minimum(state.size, count)
+    # pair (r, r + 1) must be strictly ordered for every r < S (r = S - 1: the boundary with the next)
+    pairs_ok = (top[:-1] > top[1:]) | (jnp.arange(k - 1, dtype=jnp.int32) >= s)
+    fast = jnp.all(pairs_ok)
+    return jax.lax.cond(
+        fast,
+        lambda: slots[:count].astype(jnp.int32),
+        lambda: _exact_candidate_slots(keys, valid, state.size, count),
+    )
 
 
 def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
-    """Append ``gaps`` to the ring buffer and advance the step counter (the spec's ``push_gaps``)."""
+    """Append ``gaps`` to the ring buffer and advance the step counter (the spec's ``push_gaps``).
+
+    The last ``keep = min(n, capacity)`` gaps land in the slots ``(start + j) mod capacity``,
+    ``start = (head + n − keep) mod capacity``; written as a rotation of the padded gaps and a
+    select (no scatter, which XLA:CPU runs as a separate, slower kernel).
+    """
     cap = state.capacity
     n = gaps.shape[0]
     keep = min(n, cap)
     dt = jnp.promote_types(state.buffer.dtype, gaps.dtype)
-    slots = (state.head + jnp.arange(n - keep, n, dtype=jnp.int32)) % cap
-    buffer = state.buffer.astype(dt).at[slots].set(gaps[n - keep :].astype(dt), unique_indices=True)
+    tail = gaps[n - keep :].astype(dt)
+    start = (state.head + (n - keep)) % cap
+    padded = jnp.concatenate([tail, jnp.zeros((cap - keep,), dt)])  # padded[j] = gap written at start + j
+    doubled = jnp.concatenate([padded, padded])
+    rotated = jax.lax.dynamic_slice_in_dim(doubled, (cap - start) % cap, cap)  # rotated[i] = padded[(i - start) % cap]
+    offset = (jnp.arange(cap, dtype=jnp.int32) - start) % cap
+    buffer = jnp.where(offset < keep, rotated, state.buffer.astype(dt))
     return QueueState(
         buffer=buffer,
         size=jnp.minimum(state.size + n, cap).astype(jnp.int32),
