@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gammapo_jax as G
-from jaxtest_utils import F64, with_x64
+from jaxtest_utils import F64, margin_tol, with_x64
 
 CASES = [
     ([1e4, -1.32e-4], 100.0, 0.1),  # the conformance finding
@@ -38,3 +38,20 @@ def test_exact_extreme_gaps_float32_mean():
     gamma = np.asarray(G.calibrate_margins(jnp.asarray([1e4, -1.32e-4], jnp.float32), gamma0=100.0, tau=0.1,
                                            solver="exact"), dtype=np.float64)
     assert abs(gamma.mean() - 100.0) <= 2e-5 * 100.0, f"mean margin {gamma.mean()!r} != 100"
+
+
+# The mirror update normalises with a fixed shift while log M + eta*gamma0 < 40 (float32) / 300
+# (float64) and with max(w) above: both sides of each bound, against the spec.
+@pytest.mark.parametrize("dtype,gamma0,tau", [
+    ("float32", 30.0, 0.5), ("float32", 40.0, 0.5), ("float32", 4.0, 10.0), ("float32", 100.0, 1.0),
+    ("float64", 30.0, 0.5), ("float64", 290.0, 0.5), ("float64", 320.0, 0.5),
+])
+@with_x64
+def test_mirror_both_normalisations_match_spec(dtype, gamma0, tau):
+    h = np.random.default_rng(5).normal(size=256) * 3.0
+    x = jnp.asarray(h, dtype)
+    got = np.asarray(G.calibrate_margins(x, gamma0=gamma0, tau=tau), dtype=np.float64)
+    want = gammapo_spec.calibrate_margins(np.asarray(x, np.float64), gamma0=gamma0, tau=tau)
+    assert np.all(np.isfinite(got))
+    tol = margin_tol(dtype, "mirror", tau) * gamma0
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=f"{dtype} gamma0={gamma0} tau={tau}")
