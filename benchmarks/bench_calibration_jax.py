@@ -1,7 +1,7 @@
 r"""Per-call latency of one queue-mode calibration step: gammapo's JAX backend (jitted) vs the released code.
 
-Run: ``python -m benchmarks.bench_calibration_jax [--quick] [--out DIR] [--repeats R]`` (or
-``python -m benchmarks calibration_jax``). Writes ``calibration_jax.md`` and ``.json`` in the results
+Run: ``python -m benchmarks.bench_calibration_jax [--quick] [--out DIR] [--repeats R] [--sync-dispatch | --single]``
+(or ``python -m benchmarks calibration_jax``). Writes ``calibration_jax.md`` and ``.json`` in the results
 folder (default ``benchmarks/results``).
 
 The workload is the one of :mod:`benchmarks.bench_calibration_torch`: for a calibration set of M gaps
@@ -16,19 +16,34 @@ per call, with the interquartile range):
   new tensor, a Python loop of small torch ops;
 * ``gammapo jax jit`` — ``jax.jit(gammapo_jax.calibrate_step)`` on a :class:`gammapo_jax.QueueState`
   (hash sampling, masked mirror solver in ``lax.fori_loop``, ring-buffer push; one XLA program),
-  each call ended by ``block_until_ready``;
-* ``jit call floor`` — a jitted ``h + 1`` with ``block_until_ready``: the fixed cost of dispatching
-  any jitted function here, for reading the row above.
+  compiled once before timing and called with device arrays built once, each call ended by one
+  ``jax.block_until_ready`` on its outputs;
+* ``jit floor (inline)`` — a jitted ``h + 1`` with ``block_until_ready``: the fixed cost of calling
+  a jitted function whose XLA cost estimate is under 1000 flops, which the CPU client runs in the
+  calling thread;
+* ``jit floor (queue-sized)`` — a jitted function with the step's inputs and outputs and a trivial
+  body (``buffer + 0``, ``counters + 1``, ``h + 1``): above that estimate, so with JAX's default
+  asynchronous CPU dispatch it runs on a worker thread; the difference to the inline floor is the
+  thread hand-off that every non-trivial jitted call pays on this machine.
 
-``ratio`` is the released median divided by the contender's median (higher is better). CPU only: no
-GPU is lent to this task.
+Two dispatch modes are measured, each in its own process with its own baseline: JAX's default
+(``jax_cpu_enable_async_dispatch=True``), and ``--sync-dispatch``
+(``jax.config.update("jax_cpu_enable_async_dispatch", False)`` before any JAX work: every program
+runs in the calling thread). Without ``--single`` the default-mode run starts the second one as a
+subprocess and writes both tables. ``ratio`` is the released median divided by the contender's
+median (higher is better). CPU only: no GPU is lent to this task.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pathlib
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -78,11 +93,13 @@ def contenders(s: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     config, state, gaps = s["config"], s["state"], s["gaps"]
     step = jax.jit(lambda st, h: G.calibrate_step(config, st, h))
     floor = jax.jit(lambda h: h + 1.0)
+    floor_queue = jax.jit(lambda st, h: (h + 1.0, G.QueueState(buffer=st.buffer + 0.0, counters=st.counters + 1)))
     return {
         "released": lambda: released_calibrate(s["gaps_torch"], s["queue"], gamma0=GAMMA0, tau=TAU,
                                                sample_size=config.sample_size, capacity=s["capacity"], rng=s["rng"]),
         "gammapo jax jit": lambda: jax.block_until_ready(step(state, gaps)),
-        "jit call floor": lambda: floor(gaps).block_until_ready(),
+        "jit floor (inline)": lambda: floor(gaps).block_until_ready(),
+        "jit floor (queue-sized)": lambda: jax.block_until_ready(floor_queue(state, gaps)),
     }
 
 
@@ -118,28 +135,21 @@ def _load() -> float:
         return float("nan")
 
 
-def verdict(records: list[dict[str, Any]], target: float = 20.0, at: int = 256) -> list[str]:
+def verdict(records: list[dict[str, Any]], target: float = 20.0, at: int = 256, mode: str = "") -> list[str]:
     """One line on the issue's target (≥ 20× the released path at 256 gaps on CPU), from the measured ratio."""
     r = next((r for r in records if r["gaps"] == at and r["contender"] == "gammapo jax jit"), None)
     if r is None:
         return []
     met = "met" if r["ratio_vs_released"] >= target else "not met"
-    return [f"Target ≥ {target:g}× the released path at {at} gaps on CPU: **{met}** here ({r['ratio_vs_released']:.1f}×)."]
+    where = f" ({mode})" if mode else ""
+    return [f"Target ≥ {target:g}× the released path at {at} gaps on CPU{where}: **{met}** here ({r['ratio_vs_released']:.1f}×)."]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; print the table; write ``calibration_jax.md`` / ``.json``. Returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_calibration_jax", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="sizes 64 and 256, few repeats (a smoke test)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds per size")
-    args = parser.parse_args(argv)
+def measure(args) -> dict[str, Any]:
+    """Time every contender at every size in this process; returns the rows, records and run facts."""
     torch.set_num_threads(1)
     sizes = QUICK_SIZES if args.quick else SIZES
     repeats = args.repeats or (5 if args.quick else 25)
-    machine = machine_info()
-    gpu_note = "No GPU is lent to this task: CPU only (jax backend: " + jax.default_backend() + ")."
-    print(f"Machine: {machine_line(machine)}", flush=True)
     load_before = _load()
     rows, records = [], []
     for m in sizes:
@@ -155,12 +165,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, st in summary.items():
             ratio = base / st["median"]
             rows.append([m, s["n"], name, f"{st['median'] * 1e6:.0f}", f"{st['q1'] * 1e6:.0f}–{st['q3'] * 1e6:.0f}",
-                         "—" if name in ("released", "jit call floor") else f"{ratio:.1f}×"])
+                         f"{ratio:.1f}×" if name == "gammapo jax jit" else "—"])
             records.append({"gaps": m, "current": s["n"], "contender": name, "ratio_vs_released": ratio,
                             **{f"{k}_us": v * 1e6 for k, v in st.items() if k != "n"}, "repeats": st["n"], "inner": inner})
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
-        print(f"  (M={m}: |JAX f32 − spec f64| margins ≤ {diff:.1e}; eager check + compile {compile_s:.1f} s)")
+        print(f"  (M={m}: |JAX f32 − spec f64| margins ≤ {diff:.1e}; eager check + compile {compile_s:.1f} s)", flush=True)
+    return {"rows": rows, "records": records, "repeats": repeats, "load_before": load_before, "load_after": _load(),
+            "async_dispatch": bool(jax.config.values["jax_cpu_enable_async_dispatch"])}
+
+
+def _mode_name(async_dispatch: bool) -> str:
+    return "default async CPU dispatch" if async_dispatch else "jax_cpu_enable_async_dispatch=False"
+
+
+def _section(run: dict[str, Any], cores: Any) -> list[str]:
     header = ["gaps M", "current n", "contender", "median µs/call", "IQR µs", "speed-up vs released"]
+    mode = _mode_name(run["async_dispatch"])
+    return [
+        f"### {mode}",
+        "",
+        f"Load average (1 min) before / after: {run['load_before']:.1f} / {run['load_after']:.1f} on {cores} cores "
+        f"(median over {run['repeats']} repeats).",
+        "",
+        *markdown_table(header, run["rows"]),
+        "",
+        *verdict(run["records"], mode=mode),
+        "",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the tables; write ``calibration_jax.md`` / ``.json``. Returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_calibration_jax", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sizes 64 and 256, few repeats (a smoke test)")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds per size")
+    parser.add_argument("--sync-dispatch", action="store_true",
+                        help="set jax_cpu_enable_async_dispatch=False first (implies --single)")
+    parser.add_argument("--single", action="store_true", help="measure this process's dispatch mode only")
+    args = parser.parse_args(argv)
+    if args.sync_dispatch:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)  # before any JAX computation
+    machine = machine_info()
+    gpu_note = "No GPU is lent to this task: CPU only (jax backend: " + jax.default_backend() + ")."
+    print(f"Machine: {machine_line(machine)} [{_mode_name(not args.sync_dispatch)}]", flush=True)
+    runs = [measure(args)]
+    if not (args.single or args.sync_dispatch):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "benchmarks.bench_calibration_jax", "--sync-dispatch", "--out", tmp]
+            cmd += ["--quick"] if args.quick else []
+            cmd += ["--repeats", str(args.repeats)] if args.repeats else []
+            subprocess.run(cmd, check=True)
+            runs.append(json.loads((pathlib.Path(tmp) / "calibration_jax.json").read_text())["runs"][0])
+    flags = (" --quick" if args.quick else "") + (" --sync-dispatch" if args.sync_dispatch else "") + (
+        " --single" if args.single else "")
     md = [
         "# Calibration latency: gammapo JAX (jit) vs the released code's per-step path",
         "",
@@ -170,19 +228,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "One queue-mode calibration step per call (sample M − n stored gaps, K = 20 mirror iterations on M gaps,",
         "push n gaps), float32, γ0 = 4, τ = 10. Baseline: `benchmarks.released_baseline.released_calibrate` "
         "(host `.tolist()`, `random.sample`, new tensor, Python loop of torch ops).",
-        f"Contenders interleaved in one run; median over {repeats} repeats of the mean per call, with its IQR; "
-        "JAX calls end with `block_until_ready`. `jit call floor` is a jitted `h + 1`.",
-        f"Produced by `python -m benchmarks.bench_calibration_jax{' --quick' if args.quick else ''}`. "
-        f"Load average (1 min) before / after: {load_before:.1f} / {_load():.1f} on {machine['cores']} cores "
-        "(shared machine: absolute times are inflated; the interleaved ratios are the result).",
+        "Contenders interleaved in one process per dispatch mode, each mode with its own baseline; median of the mean "
+        "per call over the repeats, with its IQR; JAX calls go to a function compiled beforehand, with device arrays "
+        "built once, and end with one `block_until_ready`. `jit floor (inline)` is a jitted `h + 1` (under XLA:CPU's "
+        "1000-flop estimate, so it runs in the calling thread); `jit floor (queue-sized)` has the step's inputs and "
+        "outputs and a trivial body (above it: a worker thread under the default asynchronous dispatch).",
+        f"Produced by `python -m benchmarks.bench_calibration_jax{flags}`. Shared machine: absolute times are "
+        "inflated and jumpy; the interleaved ratios are the result.",
         "",
-        *markdown_table(header, rows),
-        "",
-        *verdict(records),
     ]
+    for run in runs:
+        md += _section(run, machine["cores"])
     data = {"machine": machine, "quick": args.quick, "gpu_note": gpu_note, "baseline": "benchmarks.released_baseline.released_calibrate",
-            "config": {"gamma0": GAMMA0, "tau": TAU, "iters": 20, "dtype": "float32"}, "results": records,
-            "load_average_before": load_before, "verdict": verdict(records)}
+            "config": {"gamma0": GAMMA0, "tau": TAU, "iters": 20, "dtype": "float32"},
+            "runs": [{**run, "mode": _mode_name(run["async_dispatch"]),
+                      "verdict": verdict(run["records"], mode=_mode_name(run["async_dispatch"]))} for run in runs],
+            "results": runs[0]["records"], "load_average_before": runs[0]["load_before"],
+            "verdict": [line for run in runs for line in verdict(run["records"], mode=_mode_name(run["async_dispatch"]))]}
     for path in write_results("calibration_jax", args.out, md, data):
         print(f"wrote {path}")
     return 0

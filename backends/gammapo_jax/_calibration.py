@@ -67,7 +67,7 @@ def _masked_logsumexp(x, valid):
 _FIXED_SHIFT_BOUND = {"float32": 40.0, "float64": 300.0}
 
 
-def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
+def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int, normaliser: str = "auto"):
     r"""log p after K − 1 mirror-descent updates (invalid entries stay at log p = −∞).
 
     Each update is the reference's :math:`\log p \leftarrow w - \operatorname{logsumexp}(w)`,
@@ -94,6 +94,8 @@ def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
         valid: ``[L]`` bool mask.
         count: M, the number of valid entries (a scalar array of h's dtype).
         gamma0, tau: scalars; iters: K (static).
+        normaliser: ``"auto"`` (choose the shift at run time), or ``"fixed"`` / ``"max"`` when the
+            caller has decided statically (:func:`static_normaliser`).
     """
     dtype = h.dtype
     eta = jnp.minimum(0.5 / tau, 1.0)
@@ -116,9 +118,24 @@ def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int):
 
     if iters <= 1:
         return log_p0
+    if normaliser != "auto":
+        return loop(normaliser == "fixed")()
     bound = _FIXED_SHIFT_BOUND.get(jnp.dtype(dtype).name, 40.0)
     safe = log_m + eta * gamma0 < bound
     return lax.cond(safe, loop(True), loop(False))
+
+
+def static_normaliser(gamma0, tau, length: int, dtype) -> str:
+    """The mirror normaliser decided before tracing: ``"fixed"`` when even M = ``length`` gives
+    log M + η γ0 under the dtype's bound, ``"max"`` when even M = 1 exceeds it, else ``"auto"``
+    (also ``"auto"`` when γ0 or τ are not Python numbers)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (gamma0, tau)):
+        return "auto"
+    bound = _FIXED_SHIFT_BOUND.get(jnp.dtype(dtype).name, 40.0)
+    eta_gamma0 = min(0.5 / float(tau), 1.0) * float(gamma0)
+    if math.log(max(length, 1)) + eta_gamma0 < bound:
+        return "fixed"
+    return "max" if eta_gamma0 >= bound else "auto"
 
 
 def _spacing(x):
@@ -202,8 +219,8 @@ def exact_log_margins(h, valid, count, *, gamma0, tau):
     return u - (_masked_logsumexp(u, valid) - log_m)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "iters"))
-def solve(h, valid, gamma0, tau, *, solver: str, iters: int):
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser"))
+def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normaliser: str = "auto"):
     r"""Margins γ of the valid entries of ``h`` (0 elsewhere), no validation, no gradient.
 
     ``gamma0`` and ``tau`` are traced (a sweep over them compiles once per shape); ``solver`` and
@@ -212,6 +229,8 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int):
     Args:
         h: ``[L]`` floating gaps; valid: ``[L]`` bool mask (at least one True).
         gamma0: γ0 ≥ 0; tau: τ > 0 (scalars, cast to h's dtype).
+        count: the number of valid entries if the caller already has it (else ``sum(valid)``).
+        normaliser: the mirror update's logsumexp shift, static (:func:`mirror_log_p`).
 
     Returns:
         ``[L]`` margins in h's dtype: the calibration of the valid entries (M = their number).
@@ -221,9 +240,9 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int):
     gamma0 = lax.stop_gradient(jnp.asarray(gamma0, dtype))
     tau = lax.stop_gradient(jnp.asarray(tau, dtype))
     h = jnp.where(valid, h, jnp.zeros_like(h))  # keep invalid entries finite
-    count = jnp.sum(valid).astype(dtype)
+    count = (jnp.sum(valid) if count is None else jnp.asarray(count)).astype(dtype)
     if solver == "mirror":
-        log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters)
+        log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters, normaliser=normaliser)
         gamma = gamma0 * count * jnp.exp(log_p)
     else:
         u = exact_log_margins(h, valid, count, gamma0=gamma0, tau=tau)
@@ -269,7 +288,8 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror"
         if ok is not None:
             check_finite("gaps", ok)
     valid = jnp.ones(h.shape, dtype=bool)
-    return solve(h, valid, gamma0, tau, solver=solver, iters=iters)
+    normaliser = static_normaliser(gamma0, tau, h.shape[-1], h.dtype)
+    return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
 
 
 def kkt_residual(gaps, margins, *, gamma0: float, tau: float):

@@ -50,7 +50,7 @@ from gammapo_spec.errors import StateError
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _hash
-from ._calibration import solve
+from ._calibration import solve, static_normaliser
 from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
 
 __all__ = ["QueueState", "init_state", "check_state", "calibrate_step", "state_to_dict", "state_from_dict"]
@@ -264,8 +264,9 @@ def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
     )
 
 
-def _solver_kwargs(config: GammaPOConfig) -> dict[str, Any]:
-    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters)
+def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
+    normaliser = static_normaliser(config.gamma0, config.tau, length, dtype)
+    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser)
 
 
 def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[jax.Array, QueueState]:
@@ -276,7 +277,7 @@ def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[
     sampled = state.buffer[candidate_slots(state, c)].astype(h.dtype)
     calib = jnp.concatenate([sampled, h])
     valid = jnp.concatenate([jnp.arange(c) < s, jnp.ones(n, dtype=bool)])
-    gamma = solve(calib, valid, **_solver_kwargs(config))[c:]
+    gamma = solve(calib, valid, count=s + n, **_solver_kwargs(config, c + n, h.dtype))[c:]
     return gamma, push_gaps(state, h)
 
 
@@ -292,7 +293,7 @@ def calibrate_core(config: GammaPOConfig, state: QueueState | None, h: jax.Array
     else:
         h_all, offset = h, 0
     if state is None:
-        gamma = solve(h_all, jnp.ones(h_all.shape, dtype=bool), **_solver_kwargs(config))
+        gamma = solve(h_all, jnp.ones(h_all.shape, dtype=bool), **_solver_kwargs(config, h_all.shape[0], h_all.dtype))
     else:
         gamma, state = queue_step(config, state, h_all)
     if gather is not None:

@@ -55,3 +55,27 @@ def test_mirror_both_normalisations_match_spec(dtype, gamma0, tau):
     assert np.all(np.isfinite(got))
     tol = margin_tol(dtype, "mirror", tau) * gamma0
     np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=f"{dtype} gamma0={gamma0} tau={tau}")
+
+
+def test_static_normaliser_choices():
+    from gammapo_jax._calibration import static_normaliser
+
+    assert static_normaliser(4.0, 10.0, 256, jnp.float32) == "fixed"
+    assert static_normaliser(100.0, 0.1, 2, jnp.float32) == "max"  # eta*gamma0 = 100 >= 40
+    assert static_normaliser(35.0, 0.5, 4096, jnp.float32) == "auto"  # depends on how many entries are valid
+    assert static_normaliser(35.0, 0.5, 4096, jnp.float64) == "fixed"
+    assert static_normaliser(jnp.asarray(4.0), 10.0, 256, jnp.float32) == "auto"
+
+
+@pytest.mark.parametrize("gamma0,tau", [(35.0, 0.5), (4.0, 10.0), (100.0, 0.1)])
+def test_mirror_static_and_runtime_normalisers_agree(gamma0, tau):
+    from gammapo_jax._calibration import solve
+
+    h = jnp.asarray(np.random.default_rng(1).normal(size=4096) * 3.0, jnp.float32)
+    valid = jnp.arange(4096) < 3000
+    auto = np.asarray(solve(h, valid, gamma0, tau, solver="mirror", iters=20, normaliser="auto"))
+    for normaliser in ("fixed", "max"):
+        other = np.asarray(solve(h, valid, gamma0, tau, solver="mirror", iters=20, normaliser=normaliser))
+        if normaliser == "fixed" and np.log(3000) + min(0.5 / tau, 1.0) * gamma0 >= 40:
+            continue  # outside the fixed shift's range
+        np.testing.assert_allclose(other, auto, rtol=1e-5, atol=1e-5 * gamma0, err_msg=normaliser)
