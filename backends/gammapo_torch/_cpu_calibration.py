@@ -322,7 +322,9 @@ def build_error() -> str | None:
 
 
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # vmap/grad wrappers: no plain memory
+_transforms_active = torch._C._are_functorch_transforms_active
 _FLOATS = (torch.float32, torch.float64)
+_INT64 = torch.int64
 _Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
 
@@ -337,21 +339,21 @@ def enabled() -> bool:
 
 def usable(h: torch.Tensor) -> bool:
     """Whether :func:`mirror_margins` takes ``h`` now: a plain float32/float64 CPU tensor, :func:`enabled`."""
-    if _is_compiling():  # first: nothing below needs tracing
+    if _is_compiling() or _transforms_active():  # first: nothing below needs tracing; no vmap/grad/functionalize
         return False
     return type(h) is _Tensor and h.dtype in _FLOATS and h.is_cpu and not _is_wrapped(h) and enabled()
 
 
 def takes_step(buffer: torch.Tensor, counters: tuple[torch.Tensor, ...], h: torch.Tensor) -> bool:
-    """Whether :func:`queue_step` takes these: :func:`usable` gaps, a plain CPU float buffer, 0-dim int64 CPU counters."""
-    if _is_compiling():  # first: nothing below needs tracing
+    """Whether :func:`queue_step` takes these: :func:`usable` gaps, a plain 1-D CPU buffer, 0-dim int64 CPU counters."""
+    if _is_compiling() or _transforms_active():  # first: nothing below needs tracing; no vmap/grad/functionalize
         return False
-    if not (type(buffer) is _Tensor and buffer.is_cpu and buffer.dim() == 1 and not _is_wrapped(buffer)):
+    if type(buffer) is not _Tensor or not buffer.is_cpu or buffer.dim() != 1 or _is_wrapped(buffer):
         return False
     for c in counters:
-        if type(c) is not _Tensor or c.dtype != torch.int64 or not c.is_cpu or c.dim() != 0 or _is_wrapped(c):
+        if type(c) is not _Tensor or c.dtype != _INT64 or not c.is_cpu or c.dim():
             return False
-    return usable(h)
+    return type(h) is _Tensor and h.dtype in _FLOATS and h.is_cpu and not _is_wrapped(h) and enabled()
 
 
 def mirror_margins(h: torch.Tensor, *, gamma0: float, tau: float, iters: int, shift: float | None) -> torch.Tensor:
@@ -441,8 +443,8 @@ def _register_ops() -> None:
     """Define ``gammapo::cpu_queue_step`` and ``gammapo::cpu_mirror`` with a CPU kernel and a fake (shape)
     implementation. Low-level ``torch.library.Library`` definitions: the dispatcher calls the Python
     function straight from the CPU key, without ``custom_op``'s autograd wrapper layers (the inputs
-    never need gradients: the gaps are detached). Once per process: a second import of this module
-    under another name finds them defined and leaves them."""
+    never need gradients: the gaps are detached). Once per process (also across a second import of
+    this module under another name)."""
     global _library
     try:
         torch.ops.gammapo.cpu_queue_step, torch.ops.gammapo.cpu_mirror
@@ -465,13 +467,17 @@ def _register_ops() -> None:
         return torch.empty_like(h)
 
 
-_register_ops()
-
 
 @torch.compiler.assume_constant_result
 def _enabled_for_tracing() -> bool:
-    """Evaluated once while dynamo traces (its result becomes a constant of the graph)."""
-    return os.environ.get("GAMMAPO_DISABLE_CPU_KERNEL") != "1" and load() is not None
+    """Evaluated once while dynamo traces (its result becomes a constant of the graph); defines the
+    operators on first use. They are not defined at import: with them in the dispatcher, tearing down
+    a two-rank gloo run (``examples/torch_distributed.py``) hung about one time in three here, so
+    processes that never trace a CPU calibration never define them."""
+    if os.environ.get("GAMMAPO_DISABLE_CPU_KERNEL") == "1" or load() is None:
+        return False
+    _register_ops()
+    return True
 
 
 def traced_usable(h: torch.Tensor) -> bool:
