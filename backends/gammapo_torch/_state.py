@@ -240,6 +240,24 @@ def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps) -> tup
     return queue_step(config, state, h if h.dtype == dtype else h.to(dtype))
 
 
+_PLANS: dict[tuple[int, int, int, torch.dtype], tuple[Any, ...]] = {}
+
+
+def _kernel_plan(config: GammaPOConfig, capacity: int, n: int, dtype: torch.dtype) -> tuple[Any, ...]:
+    """``(config, K, γ0, τ, iters, shift)`` of a kernel step, cached per config object and shapes (the
+    config is held by its entry, so its ``id`` cannot be reused while cached): a few µs per call."""
+    key = (id(config), capacity, n, dtype)
+    plan = _PLANS.get(key)
+    if plan is None or plan[0] is not config:
+        n_candidates = min(capacity, max(config.sample_size - n, 0))
+        shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, dtype)
+        plan = (config, n_candidates, config.gamma0, config.tau, config.iters, shift)
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
 def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor) -> tuple[torch.Tensor, QueueState | None]:
     """:func:`calibrate_step` without validation, on detached gaps already in the compute dtype.
 
@@ -249,10 +267,9 @@ def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor)
     """
     n = h.shape[0]
     if state is not None and config.solver == "mirror" and _cpu_calibration.takes_step(state.buffer, state[1:], h):
-        n_candidates = min(state.capacity, max(config.sample_size - n, 0))
+        _, n_candidates, gamma0, tau, iters, shift = _kernel_plan(config, state.buffer.shape[0], n, h.dtype)
         gamma, buffer, (size, head, step) = _cpu_calibration.queue_step(
-            state.buffer, state[1:], h, n_candidates=n_candidates, gamma0=config.gamma0, tau=config.tau,
-            iters=config.iters, shift=normaliser_shift(n_candidates + n, config.gamma0, config.tau, h.dtype),
+            state.buffer, state[1:], h, n_candidates=n_candidates, gamma0=gamma0, tau=tau, iters=iters, shift=shift
         )
         return gamma, QueueState(buffer, size, head, step, state.seed)
     if (
