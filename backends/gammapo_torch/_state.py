@@ -235,7 +235,9 @@ def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps) -> tup
         (1.0, 2, 1)
     """
     check_state(config, state)
-    h = check_gaps(gaps, config.check_values).detach()
+    h = check_gaps(gaps, config.check_values)
+    if h.requires_grad:
+        h = h.detach()
     dtype = h.dtype if h.dtype in _FLOATS else compute_dtype(h)  # the dtype policy: float32/64 stay
     return queue_step(config, state, h if h.dtype == dtype else h.to(dtype))
 
@@ -266,12 +268,14 @@ def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor)
     torch ops below run everywhere else (under ``torch.compile``, on CUDA, without a C++ compiler).
     """
     n = h.shape[0]
-    if state is not None and config.solver == "mirror" and _cpu_calibration.takes_step(state.buffer, state[1:], h):
-        _, n_candidates, gamma0, tau, iters, shift = _kernel_plan(config, state.buffer.shape[0], n, h.dtype)
-        gamma, buffer, (size, head, step) = _cpu_calibration.queue_step(
-            state.buffer, state[1:], h, n_candidates=n_candidates, gamma0=gamma0, tau=tau, iters=iters, shift=shift
-        )
-        return gamma, QueueState(buffer, size, head, step, state.seed)
+    if state is not None and config.solver == "mirror":
+        buf, counters = state[0], state[1:]
+        if _cpu_calibration.takes_step(buf, counters, h):
+            _, n_candidates, gamma0, tau, iters, shift = _kernel_plan(config, buf.shape[0], n, h.dtype)
+            gamma, buffer, (size, head, step) = _cpu_calibration.queue_step(
+                buf, counters, h, n_candidates=n_candidates, gamma0=gamma0, tau=tau, iters=iters, shift=shift
+            )
+            return gamma, QueueState(buffer, size, head, step, state.seed)
     if (
         state is not None and config.solver == "mirror" and torch.compiler.is_compiling()
         and _cpu_calibration.traced_takes_step(state.buffer, state[1:], h)

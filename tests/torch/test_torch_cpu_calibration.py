@@ -213,3 +213,18 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(monkey
     assert folder.parent == tmp_path and folder.name.startswith("gammapo-")
     monkeypatch.setenv("GAMMAPO_CACHE_DIR", str(tmp_path / "explicit"))
     assert K._writable_cache_dir() == tmp_path / "explicit"
+
+
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(
+    gamma0=st.floats(0.01, 5.0),
+    tau=st.floats(1.0, 200.0),
+    iters=st.integers(1, 40),
+    h=st.lists(st.floats(-30.0, 30.0), min_size=1, max_size=300),
+)
+def test_float32_margins_equal_the_reference_property(gamma0, tau, iters, h):
+    # the float32 kernel takes the next p as exp(w + D) / S: float32 rounding only
+    x = torch.tensor(h, dtype=torch.float32)
+    want = R.calibrate_margins(x.double().numpy(), gamma0=gamma0, tau=tau, iters=iters)
+    assert ok(T.calibrate_margins(x, gamma0=gamma0, tau=tau, iters=iters), want, 2e-5)
