@@ -205,7 +205,8 @@ def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch
         if c_new == c:
             break
         c = c_new
-    return u
+    # the reference's final uniform shift: mean(γ) = γ0 exact to rounding (M = 1 gives γ0 exactly)
+    return u - (torch.logsumexp(u, dim=0) - log_m)
 
 
 def exact_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch.Tensor:

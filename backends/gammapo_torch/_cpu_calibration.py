@@ -8,8 +8,10 @@ headers: one ``g++`` call of about a second, cached on disk) and calls it throug
 One call does, on the tensors' memory:
 
 1. the sample of :mod:`gammapo_torch._state`: keys ``hash32((k + i) mod 2^32)`` of the valid slots
-   (integer arithmetic: bit for bit the reference's), the ``S = min(size, K)`` smallest found by
-   ``std::nth_element`` then sorted (valid keys are distinct, so the order is the reference's);
+   (integer arithmetic: bit for bit the reference's), the ``S = min(size, K)`` smallest found by a
+   threshold pass and ``std::nth_element`` (valid keys are distinct, so the sampled set is the
+   reference's; it is not sorted, as the order of the set changes the margins only through the
+   rounding of the sums);
 2. the mirror solver of :func:`gammapo_torch._calibration.mirror_margins` on the
    ``M = S + n`` gaps ``[sampled, h]`` (no masked slots are needed: M is known here),
 
@@ -171,7 +173,8 @@ static inline uint32_t hash32(uint32_t x) {
   return x ^ (x >> 15);
 }
 
-// The S smallest keys of slots 0..size-1, in increasing order, as (key << 32 | slot) into sel[0..S).
+// The S smallest keys of slots 0..size-1 as (key << 32 | slot) into sel[0..S), in no particular order: the
+// margins depend on which gaps are sampled, their order changes only the rounding of the sums (no sort).
 // Keys of distinct slots are distinct (hash32 is a bijection), so the order is total. A first pass keeps
 // the keys below a threshold a few standard deviations above the expected S-th smallest; if fewer than S
 // pass (improbable), every key is kept. Either way the S smallest are among those kept: exact.
@@ -193,7 +196,6 @@ static void smallest_keys(uint32_t key, int64_t size, int64_t S, uint32_t* keys,
     kept = size;
   }
   if (S < kept) std::nth_element(sel, sel + S, sel + kept);
-  std::sort(sel, sel + S);
 }
 
 template <typename T>
@@ -420,10 +422,11 @@ def queue_step(
         ``(gamma, new_buffer, (size, head, step))``: margins of ``h``, the new buffer in ``h``'s
         dtype and the new counters (0-dim int64).
     """
-    new_counters = torch.empty(3, dtype=_INT64)
-    ptr = new_counters.data_ptr()
-    gamma, new_buffer = _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift, (ptr, ptr + 8, ptr + 16))
-    return gamma, new_buffer, new_counters.unbind()
+    size = counters[0]  # a 0-dim int64 CPU tensor: three empty_like calls are the cheapest way to three more
+    new_counters = (torch.empty_like(size), torch.empty_like(size), torch.empty_like(size))
+    ptrs = (new_counters[0].data_ptr(), new_counters[1].data_ptr(), new_counters[2].data_ptr())
+    gamma, new_buffer = _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift, ptrs)
+    return gamma, new_buffer, new_counters
 
 
 def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift, out_ptrs):
