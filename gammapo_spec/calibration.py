@@ -177,8 +177,11 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
     Solves the KKT system of the module docstring: an outer safeguarded Newton iteration on the
     multiplier :math:`c \in (\tau, \tau + \gamma_0)` for :math:`\operatorname{logsumexp}(u(c)) = \log M`,
     and for each :math:`c` an inner, vectorised, safeguarded Newton iteration on each
-    :math:`u_i \in ((c-\gamma_0)/\tau - 1,\; c/\tau - 1)`. Both functions are strictly increasing,
-    every Newton step that leaves its bracket is replaced by bisection, so both converge.
+    :math:`u_i \in ((c-\gamma_0)/\tau - 1,\; c/\tau - 1)`. Both functions are strictly increasing.
+    Both iterations are safeguarded as in ``rtsafe``: a Newton step is taken only if it lands inside the
+    bracket and is at most half the step before last; otherwise the bracket is bisected. So the bracket
+    at least halves every two iterations and both converge (a slow Newton crawl, e.g. while an entry
+    sits at the cap below, is cut short by bisection).
 
     Raises ``ValueError`` if ``gamma0 == 0`` (then γ ≡ 0 and log-ratios are undefined).
     """
@@ -196,7 +199,7 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
         hi = np.full(m, min(c / tau - 1.0, u_cap))
         lo = np.minimum(lo, hi)
         u = np.clip(u_start, lo, hi)
-        width = hi - lo
+        step = step_old = hi - lo
         for _ in range(300):
             gamma = gamma0 * np.exp(u)
             s = sigmoid(gamma - h)
@@ -205,10 +208,10 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
             hi = np.where(g > 0, u, hi)
             lo = np.where(g <= 0, u, lo)
             newton = u - g / dg
-            # Newton where it stays inside the bracket and the bracket keeps halving; else bisect.
-            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
-            width = np.where(use_newton, width, hi - lo)
+            # Newton where it stays inside the bracket and is at most half the step before last; else bisect.
+            use_newton = (newton > lo) & (newton < hi) & (np.abs(newton - u) <= 0.5 * np.abs(step_old))
             u_new = np.where(use_newton, newton, 0.5 * (lo + hi))
+            step_old, step = step, u_new - u
             tol = 1e-15 * (1.0 + np.abs(u))
             done = np.all((np.abs(u_new - u) <= tol) | (hi - lo <= tol))
             u = u_new
@@ -221,7 +224,7 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
 
     c_lo, c_hi = float(tau), float(tau + gamma0)
     c = 0.5 * (c_lo + c_hi)
-    width = c_hi - c_lo
+    step = step_old = c_hi - c_lo
     u = np.zeros(m)
     for _ in range(300):
         u, dg = inner(c, u)
@@ -235,12 +238,12 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
             break
         df = float(np.sum(np.exp(u - lse) / dg))
         c_new = c - f / df if df > 0 else c_lo
-        # Newton while it stays inside the bracket and the bracket keeps halving; else bisect.
-        if not (c_lo < c_new < c_hi) or c_hi - c_lo > 0.5 * width:
+        # Newton while it stays inside the bracket and is at most half the step before last; else bisect.
+        if not (c_lo < c_new < c_hi) or abs(c_new - c) > 0.5 * abs(step_old):
             c_new = 0.5 * (c_lo + c_hi)
-            width = c_hi - c_lo
         if c_new == c:
             break
+        step_old, step = step, c_new - c
         c = c_new
     # Remove the outer iteration's last residual with a uniform shift: it makes mean(γ) = γ0 exact to
     # rounding (and M = 1 return γ0 exactly) while changing every s_i alike, to first order.

@@ -164,11 +164,11 @@ def exact_log_margins(h, valid, count, *, gamma0, tau):
         u = jnp.clip(u_start, lo, hi)
 
         def cond(s):
-            it, _, _, _, _, done = s
+            it, _, _, _, _, _, done = s
             return (~done) & (it < EXACT_MAX_INNER)
 
         def body(s):
-            it, u, lo, hi, width, _ = s
+            it, u, lo, hi, step, step_old, _ = s
             gamma = gamma0 * jnp.exp(u)
             sg = _sigmoid(gamma - h)
             g = tau * (1.0 + u) + gamma0 * sg - c
@@ -176,25 +176,25 @@ def exact_log_margins(h, valid, count, *, gamma0, tau):
             hi = jnp.where(g > 0, u, hi)
             lo = jnp.where(g <= 0, u, lo)
             newton = u - g / dg
-            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
-            width = jnp.where(use_newton, width, hi - lo)
+            # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
+            use_newton = (newton > lo) & (newton < hi) & (jnp.abs(newton - u) <= 0.5 * jnp.abs(step_old))
             u_new = jnp.where(use_newton, newton, 0.5 * (lo + hi))
             tol = rel_tol * (1.0 + jnp.abs(u))
             done = jnp.all((jnp.abs(u_new - u) <= tol) | (hi - lo <= tol) | ~valid)
-            return it + 1, u_new, lo, hi, width, done
+            return it + 1, u_new, lo, hi, u_new - u, step, done
 
-        init = (jnp.int32(0), u, lo, hi, hi - lo, jnp.bool_(False))
-        _, u, _, _, _, _ = lax.while_loop(cond, body, init)
+        init = (jnp.int32(0), u, lo, hi, hi - lo, hi - lo, jnp.bool_(False))
+        u = lax.while_loop(cond, body, init)[1]
         gamma = gamma0 * jnp.exp(u)
         sg = _sigmoid(gamma - h)
         return u, tau + gamma0 * gamma * sg * (1.0 - sg)
 
     def cond(s):
-        it, _, _, _, _, _, stop = s
+        it, _, _, _, _, _, _, stop = s
         return (~stop) & (it < EXACT_MAX_OUTER)
 
     def body(s):
-        it, c, c_lo, c_hi, width, u, _ = s
+        it, c, c_lo, c_hi, step, step_old, u, _ = s
         u, dg = inner(c, u)
         lse = _masked_logsumexp(u, valid)
         f = lse - log_m
@@ -203,19 +203,20 @@ def exact_log_margins(h, valid, count, *, gamma0, tau):
         converged = (f == 0) | (c_hi - c_lo <= 4.0 * _spacing(c))
         df = jnp.sum(jnp.where(valid, jnp.exp(u - lse) / dg, 0.0))
         c_new = jnp.where(df > 0, c - f / jnp.where(df > 0, df, 1.0), c_lo)
-        bisect = ~((c_lo < c_new) & (c_new < c_hi)) | (c_hi - c_lo > 0.5 * width)
-        width = jnp.where(bisect, c_hi - c_lo, width)
+        # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
+        bisect = ~((c_lo < c_new) & (c_new < c_hi)) | (jnp.abs(c_new - c) > 0.5 * jnp.abs(step_old))
         c_new = jnp.where(bisect, 0.5 * (c_lo + c_hi), c_new)
         stop = converged | (c_new == c)
-        return it + 1, jnp.where(stop, c, c_new), c_lo, c_hi, width, u, stop
+        return it + 1, jnp.where(stop, c, c_new), c_lo, c_hi, c_new - c, step, u, stop
 
     c_lo = jnp.asarray(tau, dtype)
     c_hi = jnp.asarray(tau + gamma0, dtype)  # γ0 = 0 gives an empty bracket: one pass, then γ = 0
-    init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, jnp.zeros_like(h), jnp.bool_(False))
-    u = lax.while_loop(cond, body, init)[5]
+    init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, c_hi - c_lo, jnp.zeros_like(h),
+            jnp.bool_(False))
+    u = lax.while_loop(cond, body, init)[6]
     # The reference's last step: a uniform shift that removes the outer iteration's residual in
     # logsumexp(u) = log M, so mean(γ) = γ0 to rounding even where the outer loop stopped early
-    # (an extreme gap can pin u_i at the cap log M + 1 for all 300 outer steps).
+    # (kept as a guard; the rtsafe rule now also converges when an extreme gap pins u_i at the cap).
     return u - (_masked_logsumexp(u, valid) - log_m)
 
 

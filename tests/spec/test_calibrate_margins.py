@@ -121,6 +121,28 @@ def test_calibrate_margins_exact_meets_kkt_on_large_sets(tau, gamma0, scale):
     assert kkt_residual(gaps, gamma, gamma0=gamma0, tau=tau) <= 1e-10
 
 
+@pytest.mark.parametrize(
+    "gaps, gamma0, tau",
+    [([1e4, -1.32e-4], 100.0, 0.1), ([1e4, 0.3, -2.0], 100.0, 0.05), ([1e4, -1e4, 5.0], 1000.0, 1.0)],
+)
+def test_calibrate_margins_exact_converges_when_an_entry_sits_at_the_cap(gaps, gamma0, tau):
+    """Regression: with a dominant gap the outer Newton step crawled (0.1 per step) and the 300 steps ran
+    out (KKT residual 9.97 on the first case); the rtsafe rule bisects instead.
+
+    Independent check of the first case: p_1 = 1 − p_2 ≈ 1 and σ(γ_1 − h_1) ≈ 0 give the multiplier
+    λ = −τ(1 + log 2); pair 2's condition γ0·σ(γ_2 − h_2) + τ(1 + u_2) + λ = 0 with γ_2 ≈ 0 gives
+    u_2 = log(γ_2/γ0) = (−λ − γ0·σ(−h_2))/τ − 1 ≈ −495 (γ_2 ≈ 1.4e-215).
+    """
+    gaps = np.asarray(gaps)
+    u = exact_log_margins(gaps, gamma0=gamma0, tau=tau)
+    assert kkt_residual(gaps, gamma0=gamma0, tau=tau, log_ratios=u) <= 1e-10
+    if gaps.size == 2:
+        lam = -tau * (1.0 + np.log(2.0))
+        u2 = (-lam - gamma0 / (1.0 + np.exp(gaps[1]))) / tau - 1.0
+        assert u[1] == pytest.approx(u2, rel=1e-9), (u, u2)
+        assert u[0] == pytest.approx(np.log(2.0), abs=1e-12)
+
+
 @pytest.mark.parametrize("tau", [1e-3, 3e-3])
 def test_calibrate_margins_exact_below_float64_range_solves_in_log_domain(tau):
     """Below τ ≈ γ0/700 some minimiser margins underflow: they round to 0, the log-ratios stay exact."""
