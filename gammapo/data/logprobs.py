@@ -35,8 +35,14 @@ def load_model(path: str, *, device: str = "cpu"):
     Raises:
         ConfigError: ``path`` is not a local model directory (``field="model"``).
     """
+    import os
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not os.path.isdir(path):
+        what = "does not exist" if not os.path.exists(path) else "is not a directory"
+        raise ConfigError(f"--model {path!r} {what}: give a local model folder (save_pretrained); "
+                          "nothing is downloaded", field="model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)

@@ -5,7 +5,7 @@ synthetic task (:mod:`gammapo.train.task`: a known ground-truth reward, 20% of t
 DPO, SimPO, γ-DPO and γ-SimPO, prints a table (held-out clean-pair implicit-reward accuracy, ground-truth
 reward of greedy generations) and writes a report (Markdown, PNG, JSON) to ``./gammapo-train-report``.
 
-    gammapo train                                        # the default study (about a minute on 2 cores)
+    gammapo train                                        # the default study (1–4 minutes on 2 cores)
     gammapo train --noise 0,0.1,0.2,0.3,0.4 --seeds 3    # robustness sweep: accuracy vs label noise
     gammapo train --data plain,augmented,selected        # the same pairs plain, reward-augmented, AP-selected
     gammapo train --model ./my-model --dataset prefs.jsonl --preset llama3 --loss gamma-simpo

@@ -87,4 +87,8 @@ def test_load_model_from_a_local_directory(lm, tmp_path):
     assert b == pytest.approx(a, abs=1e-6)
     with pytest.raises(ConfigError) as info:
         load_model(str(tmp_path / "nothing"))
-    assert info.value.field == "model"
+    assert info.value.field == "model" and "does not exist" in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_model(str(tmp_path / "m" / "config.json"))
+    with pytest.raises(ConfigError, match="/nonexistent"):  # an absolute path is not sent to the hub's id checks
+        load_model("/nonexistent")
