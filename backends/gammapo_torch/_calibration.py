@@ -163,7 +163,7 @@ def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch
         hi = torch.full_like(h, min(c / tau - 1.0, u_cap))
         lo = torch.minimum(lo, hi)
         u = torch.minimum(torch.maximum(u_start, lo), hi)
-        width = hi - lo
+        step = step_old = hi - lo
         for _ in range(300):
             gamma = gamma0 * torch.exp(u)
             s = torch.sigmoid(gamma - h)
@@ -172,9 +172,10 @@ def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch
             hi = torch.where(g > 0, u, hi)
             lo = torch.where(g <= 0, u, lo)
             newton = u - g / dg
-            use_newton = (newton > lo) & (newton < hi) & (hi - lo <= 0.5 * width)
-            width = torch.where(use_newton, width, hi - lo)
+            # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
+            use_newton = (newton > lo) & (newton < hi) & ((newton - u).abs() <= 0.5 * step_old.abs())
             u_new = torch.where(use_newton, newton, 0.5 * (lo + hi))
+            step_old, step = step, u_new - u
             tol = 1e-15 * (1.0 + u.abs())
             done = bool(((u_new - u).abs() <= tol).logical_or(hi - lo <= tol).all())
             u = u_new
@@ -186,7 +187,7 @@ def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch
 
     c_lo, c_hi = float(tau), float(tau + gamma0)
     c = 0.5 * (c_lo + c_hi)
-    width = c_hi - c_lo
+    step = step_old = c_hi - c_lo
     u = torch.zeros_like(h)
     for _ in range(300):
         u, dg = inner(c, u)
@@ -199,11 +200,12 @@ def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch
         if f == 0.0 or c_hi - c_lo <= 4 * math.ulp(c):  # 4 * np.spacing(c)
             break
         c_new = c - f / df if df > 0 else c_lo
-        if not (c_lo < c_new < c_hi) or c_hi - c_lo > 0.5 * width:
+        # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
+        if not (c_lo < c_new < c_hi) or abs(c_new - c) > 0.5 * abs(step_old):
             c_new = 0.5 * (c_lo + c_hi)
-            width = c_hi - c_lo
         if c_new == c:
             break
+        step_old, step = step, c_new - c
         c = c_new
     # the reference's final uniform shift: mean(γ) = γ0 exact to rounding (M = 1 gives γ0 exactly)
     return u - (torch.logsumexp(u, dim=0) - log_m)
