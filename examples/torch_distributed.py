@@ -69,7 +69,12 @@ def train(rank: int, world_size: int, init_file: str, steps: int, per_rank: int)
     dist.all_gather(buffers, loss_fn.queue_buffer)
     same = all(torch.equal(b, buffers[0]) for b in buffers)
     if rank == 0:
-        print(f"queues identical on all {world_size} ranks: {same}")
+        print(f"queues identical on all {world_size} ranks: {same}", flush=True)
+    # Tear down in a fixed order: no collective in flight and the gathered tensors freed before DDP's
+    # reducer is destroyed (freeing it joins gloo's worker thread; PyTorch can deadlock there otherwise).
+    del buffers
+    dist.barrier()
+    del scorer, optimizer, loss_fn, out
     dist.destroy_process_group()
     if not same:
         raise SystemExit(1)
