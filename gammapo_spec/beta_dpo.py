@@ -76,7 +76,7 @@ import numpy as np
 from .errors import ConfigError, InputError, StateError
 from .numerics import sigmoid, softplus
 from .random import MASK32, slot_keys, stream_key, uniform24
-from .validation import check_finite
+from .validation import check_finite, check_same_length_1d
 
 __all__ = [
     "STREAM_BETA_DPO",
@@ -232,18 +232,7 @@ def check_logp_shapes(shapes: Mapping[str, tuple[int, ...]]) -> int:
     Raises:
         InputError: naming the first offending argument.
     """
-    n = None
-    for name in _LOGP_FIELDS:
-        shape = tuple(shapes[name])
-        if len(shape) != 1:
-            raise InputError(f"{name} must be 1-D (one value per pair), got shape {shape}", field=name)
-        if shape[0] == 0:
-            raise InputError(f"{name} is empty: a step needs at least one pair", field=name)
-        if n is None:
-            n = shape[0]
-        elif shape[0] != n:
-            raise InputError(f"{name} has {shape[0]} pairs but chosen_logps has {n}; all inputs need the same length", field=name)
-    return int(n)
+    return check_same_length_1d(shapes, _LOGP_FIELDS, unit="step")
 
 
 def reward_discrepancy(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps) -> np.ndarray:

@@ -74,22 +74,33 @@ def check_pair_shapes(config: GammaPOConfig, shapes: Mapping[str, tuple[int, ...
             raise InputError(
                 f"loss {config.loss!r} does not use {name}; pass only {list(needed)}", field=name
             )
+    return check_same_length_1d(shapes, needed, unit="batch")
+
+
+def check_same_length_1d(shapes: Mapping[str, tuple[int, ...]], names: tuple[str, ...], *, unit: str) -> int:
+    """Check that the arrays ``names`` (in order) are 1-D, non-empty and of one length N; returns N.
+
+    ``unit`` names what needs at least one pair in the message ("batch", "step").
+
+    Raises:
+        InputError: naming the first non-1-D, empty or mismatched argument.
+    """
     n = None
-    for name in needed:
+    for name in names:
         shape = tuple(shapes[name])
         if len(shape) != 1:
             raise InputError(f"{name} must be 1-D (one value per pair), got shape {shape}", field=name)
         if shape[0] == 0:
-            raise InputError(f"{name} is empty: a batch needs at least one pair", field=name)
+            raise InputError(f"{name} is empty: a {unit} needs at least one pair", field=name)
         if n is None:
             n = shape[0]
         elif shape[0] != n:
             raise InputError(
-                f"{name} has {shape[0]} pairs but {needed[0]} has {n}; all inputs need the same length",
+                f"{name} has {shape[0]} pairs but {names[0]} has {n}; all inputs need the same length",
                 field=name,
             )
     assert n is not None
-    return n
+    return int(n)
 
 
 def check_gaps_shape(shape: tuple[int, ...], field: str = "gaps") -> int:
