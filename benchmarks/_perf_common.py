@@ -13,10 +13,30 @@ import platform
 import statistics
 from typing import Any, Iterable, Sequence
 
-__all__ = ["RESULTS", "stats", "machine_info", "machine_line", "write_results", "markdown_table"]
+__all__ = ["RESULTS", "stats", "machine_info", "machine_line", "write_results", "markdown_table", "status_kib",
+           "reset_peak_rss"]
 
 #: Default folder of the result files.
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def status_kib(field: str) -> int:
+    """A memory field of this process from ``/proc/self/status`` in KiB (``VmRSS``, ``VmHWM``, …; Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def stats(values: Iterable[float]) -> dict[str, float]:

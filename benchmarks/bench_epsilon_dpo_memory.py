@@ -33,28 +33,13 @@ import sys
 import time
 from typing import Any, Sequence
 
-from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+from benchmarks._perf_common import (
+    machine_info, machine_line, markdown_table, reset_peak_rss, stats, status_kib, write_results,
+)
 
 NAME = "epsilon_dpo_memory"
 FULL = {"batch": 2, "seq": 512, "vocab": 32000, "epsilon": 0.01, "rounds": 5, "sweep": (16, 128), "threads": 1}
 QUICK = {"batch": 2, "seq": 64, "vocab": 2048, "epsilon": 0.01, "rounds": 2, "sweep": (8,), "threads": 1}
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _inputs(spec: dict[str, Any]) -> dict[str, Any]:
@@ -102,12 +87,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["mode"] == "memory":
         op = _op(x, spec["variant"], spec["chunk"], spec["epsilon"])
         gc.collect()
-        baseline = _status_kib("VmRSS")
-        reset = _reset_peak()
+        baseline = status_kib("VmRSS")
+        reset = reset_peak_rss()
         if not reset:
-            baseline = _status_kib("VmHWM")
+            baseline = status_kib("VmHWM")
         runs = [_step(x, op) for _ in range(2)]
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
         return {"peak_extra_mib": (peak - baseline) / 1024.0, "baseline_mib": baseline / 1024.0,
                 "peak_reset": reset, "values": runs[-1][2], "step_s": runs[-1][0]}
     ops = {_key(v, c): _op(x, v, c, spec["epsilon"]) for v, c in spec["variants"]}

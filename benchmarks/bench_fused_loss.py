@@ -41,7 +41,9 @@ import sys
 import time
 from typing import Any, Sequence
 
-from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+from benchmarks._perf_common import (
+    machine_info, machine_line, markdown_table, reset_peak_rss, stats, status_kib, write_results,
+)
 
 NAME = "fused_loss"
 FULL = {"vocab": 32000, "seq": 512, "pairs": 2, "hiddens": (256, 512), "rounds": 7, "sweep": (256, 1024, 2048), "threads": 1}
@@ -50,23 +52,6 @@ QUICK = {"vocab": 2048, "seq": 64, "pairs": 2, "hiddens": (64,), "rounds": 2, "s
 
 # ------------------------------------------------------------------------------------------------
 # worker (runs in its own process)
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _inputs(spec: dict[str, Any]):
     import torch
 
@@ -134,12 +119,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["mode"] == "memory":
         loss_fn = _loss_fn(x, spec["variant"], spec["chunk"])
         gc.collect()
-        baseline = _status_kib("VmRSS")
-        reset = _reset_peak()
+        baseline = status_kib("VmRSS")
+        reset = reset_peak_rss()
         if not reset:
-            baseline = _status_kib("VmHWM")
+            baseline = status_kib("VmHWM")
         runs = [_fwd_bwd(x, loss_fn) for _ in range(2)]
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
         return {"peak_extra_mib": (peak - baseline) / 1024.0, "baseline_mib": baseline / 1024.0, "peak_reset": reset,
                 "loss": runs[-1][1], "step_s": runs[-1][0]}
     import torch
