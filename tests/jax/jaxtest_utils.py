@@ -23,6 +23,10 @@ from gammapo_spec.validation import required_fields
 
 F64 = 1e-10
 F64_MIRROR_SMALL_TAU = 1e-9
+# The spec's unconverged mirror regime (τ < 0.5 and κ = γ0²/(8τ) > 1.5: "often off by more than γ0"):
+# the 19 oscillating updates amplify last-bit differences; measured up to 1.5e-7 (γ0 = 10, τ = 0.3,
+# 300 gaps of scale 30), while κ ≤ 1.5 stays below 2e-15 and κ ≤ 20 below 4e-10.
+F64_MIRROR_UNCONVERGED = 1e-6
 F32 = 2e-5
 F32_MIRROR_SMALL_TAU = 1e-2
 F32_EXACT_SMALL_TAU = 2e-4
@@ -40,10 +44,12 @@ def with_x64(fn):
     return wrapper
 
 
-def margin_tol(dtype: str, solver: str, tau: float) -> float:
+def margin_tol(dtype: str, solver: str, tau: float, gamma0: float = 0.0) -> float:
     """Tolerance on margins relative to γ0 (see the module docstring)."""
     if dtype == "float64":
-        return F64_MIRROR_SMALL_TAU if (solver == "mirror" and tau < 0.5) else F64
+        if solver == "mirror" and tau < 0.5:
+            return F64_MIRROR_UNCONVERGED if gamma0 * gamma0 / (8.0 * tau) > 1.5 else F64_MIRROR_SMALL_TAU
+        return F64
     if solver == "mirror" and tau < 0.5:
         return F32_MIRROR_SMALL_TAU
     if solver == "exact" and tau < 0.2:

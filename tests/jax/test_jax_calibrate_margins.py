@@ -40,7 +40,7 @@ def test_calibrate_margins_float64_matches_reference(seed, m, scale, gamma0, tau
     assert got.dtype == jnp.float64
     # the project's policy (conformance/tolerances.py): |a − r| ≤ tol·(1 + γ0) + tol·|r|; a margin of 27 once
     # differed by 1.05e-9 (3.9e-11 relative), past an absolute-only bound of 1e-9
-    tol = margin_tol("float64", solver, tau)
+    tol = margin_tol("float64", solver, tau, gamma0)
     assert_close(got, want, rtol=tol, atol=tol * (1.0 + gamma0), what=f"{solver} margins (M={m}, τ={tau}, γ0={gamma0})")
 
 
