@@ -28,7 +28,7 @@ def test_conformance_rejects_mutant(mutant, op, tmp_path):
     # only the op's own tests run (-k op), to keep CI short; `python -m gammapo_conformance conf_mutants:NAME`
     # runs the whole suite on a mutant
     rc, report, output = run_suite(f"conf_mutants:{mutant}", tmp_path, "--max-examples", "30", "--derandomize", "-k", op,
-                                   pythonpath=[MUTANT_DIR])
+                                   pythonpath=[MUTANT_DIR], timeout=300)
     assert report is not None, output[-3000:]
     assert rc != 0, f"mutant {mutant} passed the conformance suite"
     assert report["cells"][op] == "fail", f"mutant {mutant}: expected a failure of {op}, got {report['cells']}"
