@@ -45,9 +45,10 @@ from jax import lax
 from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
+from . import _cpu_kernel
 from ._dtypes import compute_dtype, concrete_all, to_jax
 
-__all__ = ["calibrate_margins", "solve", "mirror_log_p", "exact_log_margins", "kkt_residual"]
+__all__ = ["calibrate_margins", "solve", "solve_all", "mirror_log_p", "exact_log_margins", "kkt_residual"]
 
 #: Iteration caps of the exact solver's loops (the reference's caps).
 EXACT_MAX_OUTER = 300
@@ -251,6 +252,31 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
     return jnp.where(valid & (gamma0 > 0), gamma, jnp.zeros_like(gamma))
 
 
+def solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str = "auto"):
+    """Margins of every entry of ``h`` (batch mode): :func:`solve` with every entry valid, except that the
+    mirror solver on a CPU runs as one call of the compiled kernel (:mod:`gammapo_jax._cpu_kernel`)
+    when it is available (decided here, at trace time, and part of the jit cache key)."""
+    kernel = solver == "mirror" and _cpu_kernel.usable(h.dtype)
+    return _solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, kernel=kernel)
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "kernel"))
+def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kernel: bool):
+    valid = jnp.ones(h.shape, dtype=bool)
+
+    def lax_path(h, gamma0, tau):
+        return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
+
+    if not kernel:
+        return lax_path(h, gamma0, tau)
+
+    def kernel(h, gamma0, tau):
+        return _cpu_kernel.mirror(lax.stop_gradient(h), lax.stop_gradient(gamma0), lax.stop_gradient(tau), iters=iters)
+
+    dtype = h.dtype
+    return _cpu_kernel.on_cpu(kernel, lax_path, h, jnp.asarray(gamma0, dtype), jnp.asarray(tau, dtype))
+
+
 def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror", iters: int = 20,
                       check_values: bool = True):
     r"""Per-pair target margins γ for a calibration set of reward gaps (JAX; see the spec).
@@ -288,9 +314,8 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror"
         ok = concrete_all(lambda: jnp.all(jnp.isfinite(h)))
         if ok is not None:
             check_finite("gaps", ok)
-    valid = jnp.ones(h.shape, dtype=bool)
     normaliser = static_normaliser(gamma0, tau, h.shape[-1], h.dtype)
-    return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
+    return solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
 
 
 def kkt_residual(gaps, margins, *, gamma0: float, tau: float):

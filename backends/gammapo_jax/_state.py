@@ -49,8 +49,8 @@ from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
-from . import _hash
-from ._calibration import solve, static_normaliser
+from . import _cpu_kernel, _hash
+from ._calibration import solve, solve_all, static_normaliser
 from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
 
 __all__ = ["QueueState", "init_state", "check_state", "calibrate_step", "state_to_dict", "state_from_dict"]
@@ -269,18 +269,41 @@ def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
     return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser)
 
 
-def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[jax.Array, QueueState]:
-    """Sample, calibrate on ``[sampled, h]``, push ``h`` (no validation; ``h`` already detached)."""
-    n = h.shape[0]
-    c = min(state.capacity, max(config.sample_size - n, 0))
+def _lax_queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array, c: int) -> tuple[jax.Array, QueueState]:
     s = jnp.minimum(state.size, c)
     sampled = state.buffer[candidate_slots(state, c)].astype(h.dtype)
     calib = jnp.concatenate([sampled, h])
-    valid = jnp.concatenate([jnp.arange(c) < s, jnp.ones(n, dtype=bool)])
+    valid = jnp.concatenate([jnp.arange(c) < s, jnp.ones(h.shape[0], dtype=bool)])
     # count stays sum(valid) inside solve: passing min(size, c) + n lets XLA:CPU start the solver's setup
     # as a branch parallel to the sampling, and the thread hand-off costs more (~30 µs) than it saves
-    gamma = solve(calib, valid, **_solver_kwargs(config, c + n, h.dtype))[c:]
+    gamma = solve(calib, valid, **_solver_kwargs(config, c + h.shape[0], h.dtype))[c:]
     return gamma, push_gaps(state, h)
+
+
+def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[jax.Array, QueueState]:
+    """Sample, calibrate on ``[sampled, h]``, push ``h`` (no validation; ``h`` already detached).
+
+    With the mirror solver on a CPU the whole step is one call of the compiled kernel
+    (:mod:`gammapo_jax._cpu_kernel`: the same sample, push and counters, margins equal to rounding);
+    otherwise, and where the computation is lowered for another platform, the ``lax`` ops below.
+    """
+    n = h.shape[0]
+    c = min(state.capacity, max(config.sample_size - n, 0))
+    takes = (config.solver == "mirror" and jnp.promote_types(state.buffer.dtype, h.dtype) == h.dtype
+             and _cpu_kernel.usable(h.dtype))
+    if not takes:
+        return _lax_queue_step(config, state, h, c)
+
+    def kernel(buffer, counters, h):
+        return _cpu_kernel.queue_step(buffer.astype(h.dtype), counters, h, config.gamma0, config.tau, n_candidates=c,
+                                      iters=config.iters)
+
+    def lax_path(buffer, counters, h):
+        gamma, new = _lax_queue_step(config, QueueState(buffer=buffer, counters=counters), h, c)
+        return gamma, new.buffer, new.counters
+
+    gamma, buffer, counters = _cpu_kernel.on_cpu(kernel, lax_path, state.buffer, state.counters, h)
+    return gamma, QueueState(buffer=buffer, counters=counters)
 
 
 def calibrate_core(config: GammaPOConfig, state: QueueState | None, h: jax.Array, gather=None):
@@ -295,7 +318,7 @@ def calibrate_core(config: GammaPOConfig, state: QueueState | None, h: jax.Array
     else:
         h_all, offset = h, 0
     if state is None:
-        gamma = solve(h_all, jnp.ones(h_all.shape, dtype=bool), **_solver_kwargs(config, h_all.shape[0], h_all.dtype))
+        gamma = solve_all(h_all, **_solver_kwargs(config, h_all.shape[0], h_all.dtype))
     else:
         gamma, state = queue_step(config, state, h_all)
     if gather is not None:

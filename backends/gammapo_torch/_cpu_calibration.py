@@ -5,33 +5,14 @@ iteration, 20 iterations, plus the hash, ``topk`` and ``index_copy`` of the queu
 is slower than the released code's Python loop. ``torch.compile`` fuses the ops but leaves a fixed
 cost of ~50 µs per call (guards, wrappers). This module instead compiles a small C++ file (no torch
 headers: one ``g++`` call of about a second, cached on disk) and calls it through :mod:`ctypes`.
-One call does, on the tensors' memory:
-
-1. the sample of :mod:`gammapo_torch._state`: keys ``hash32((k + i) mod 2^32)`` of the valid slots
-   (integer arithmetic: bit for bit the reference's), the ``S = min(size, K)`` smallest found by a
-   threshold pass and ``std::nth_element`` (valid keys are distinct, so the sampled set is the
-   reference's; it is not sorted, as the order of the set changes the margins only through the
-   rounding of the sums);
-2. the mirror solver of :func:`gammapo_torch._calibration.mirror_margins` on the
-   ``M = S + n`` gaps ``[sampled, h]`` (no masked slots are needed: M is known here),
-
-   .. math::
-
-       g_i = \tau\,(1 + \log(M (p_i + \epsilon))) + \gamma_0\,\sigma(\gamma_i - h_i),\quad
-       w = \log p - \eta g,\quad \log p \leftarrow w - \Big(\log\textstyle\sum_j e^{w_j + D} - D\Big),
-
-   with the same shift :math:`D` (:func:`~gammapo_torch._calibration.normaliser_shift`, or the
-   max-shifted ``logsumexp`` when there is none), in the gaps' dtype (float32 or float64); the loop
-   over the set is vectorised by the compiler (``#pragma omp simd``, glibc's vector ``exp``/``log``).
-   In float32 the next :math:`p_i` is :math:`e^{w_i + D}/S` (the terms of the sum just taken), one
-   ``exp`` per element and update fewer than :math:`\exp(\log p_i)`; the two differ by float32
-   rounding only (measured against the float64 reference: no larger error). Float64 keeps
-   :math:`\exp(\log p_i)`, whose rounding the reference's 1e-10 needs in the unconverged small-τ regime;
-3. the ring-buffer push and the new ``size``, ``head``, ``step``.
-
-The integer parts (sample, push, counters) are exact, so states stay bit for bit those of the
-torch-ops path and the reference; the margins agree with them to rounding (vector ``exp``/``log``
-and the order of the sum differ from torch's; the tests hold them to the spec's tolerances).
+One call does, on the tensors' memory, the sample, all mirror
+iterations and the push of :data:`gammapo._native.CALIBRATION_CORE` (the C++ core shared with the
+JAX backend; its docstring has the arithmetic), normalising each update with the constant shift
+:math:`D` of :func:`~gammapo_torch._calibration.normaliser_shift` (or the max-shifted ``logsumexp``
+when there is none). The integer parts (sample, push, counters) are exact, so states stay bit for
+bit those of the torch-ops path and the reference; the margins agree with them to rounding (vector
+``exp``/``log`` and the order of the sum differ from torch's; the tests hold them to the spec's
+tolerances).
 
 When it is used: float32 or float64 CPU tensors, mirror solver, the kernel built. Eagerly
 (:func:`usable`, :func:`takes_step`) it is called directly. Under ``torch.compile``
@@ -42,192 +23,42 @@ identical results; measured, this beats inductor's fusion of the torch ops on CP
 are Python: a graph exported to a C++-only runtime such as AOTInductor needs the kernel off.) Set
 ``GAMMAPO_DISABLE_CPU_KERNEL=1`` to turn it off (for A/B timing; under ``torch.compile`` it is read
 when a graph is traced). If there is no C++ compiler, or the build fails, it is never used and the
-torch-ops path runs (the reason is in :func:`build_error`). The library lives in ``$GAMMAPO_CACHE_DIR`` (default
-``~/.cache/gammapo``), named by a hash of the source and flags, written atomically, so concurrent
-processes (test workers, ranks) share one build.
+torch-ops path runs (the reason is in :func:`build_error`). The build and its cache are :func:`gammapo._native.build_library`'s.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import pathlib
 import platform
-import shutil
 import subprocess
-import tempfile
+import tempfile  # noqa: F401  (tests patch tempfile.gettempdir through this module)
 import threading
 from typing import Any
 
 import torch
+
+from gammapo import _native
+from gammapo._native import writable_cache_dir as _writable_cache_dir  # noqa: F401  (kept for the tests)
 
 __all__ = [
     "SOURCE", "enabled", "usable", "takes_step", "traced_usable", "traced_takes_step", "load", "build_error",
     "mirror_margins", "queue_step",
 ]
 
-#: The C++ source of the kernel (self-contained: only the C++ standard library and libm).
-SOURCE = r"""
-// gammapo CPU calibration kernel (see _cpu_calibration.py)
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <algorithm>
-
-extern "C" {
-#pragma omp declare simd notinbranch
-float expf(float) noexcept;
-#pragma omp declare simd notinbranch
-float logf(float) noexcept;
-#pragma omp declare simd notinbranch
-double exp(double) noexcept;
-#pragma omp declare simd notinbranch
-double log(double) noexcept;
-}
-
-static inline float ex(float x) { return expf(x); }
-static inline double ex(double x) { return exp(x); }
-static inline float lg(float x) { return logf(x); }
-static inline double lg(double x) { return log(x); }
-
-// One update over the set with the constant shift D: w = log p - eta g, returns sum_j exp(w_j + D).
-// FROM_E: p_i = e_i / S from the previous update's e_i = exp(w_i + D) (kept in e) instead of exp(log p_i).
-template <typename T, bool FROM_E, bool KEEP_E>
-static inline T shifted_update(const T* __restrict h, T* __restrict lp, T* __restrict e, int64_t M, T c, T inv_s,
-                               T m, T scale, T tau, T gamma0, T eta, T shift, T eps) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < M; ++i) {
-    T l = lp[i] - c;
-    T p = FROM_E ? e[i] * inv_s : ex(l);
-    T g = scale * p;
-    T grad = tau * (lg((p + eps) * m) + (T)1);
-    grad = grad + gamma0 * ((T)1 / ((T)1 + ex(h[i] - g)));
-    T w = grad * (-eta) + l;
-    lp[i] = w;
-    T ei = ex(w + shift);
-    if (KEEP_E) e[i] = ei;
-    s += ei;
-  }
-  return s;
-}
-
-// float32 reuses exp(w + D) / S as the next p (one exp less per element and update); float64 keeps
-// exp(log p), whose rounding the reference's float64 tolerance needs in the unconverged small-tau regime.
+#: The C++ source of the kernel: the shared core and the ``extern "C"`` entry points called through ctypes.
+SOURCE = _native.CALIBRATION_CORE + r"""
+// size, head, step, seed in; the new size, head, step out (0-dim int64 tensors' memory)
 template <typename T>
-static void mirror(const T* __restrict h, T* __restrict out, T* __restrict lp, int64_t M, double gamma0_,
-                   double tau_, int64_t iters, int has_shift, double shift_) {
-  constexpr bool reuse = sizeof(T) == 4;
-  const T m = (T)M;
-  const double eta_d = 0.5 / tau_ < 1.0 ? 0.5 / tau_ : 1.0;
-  const T eta = (T)eta_d, tau = (T)tau_, gamma0 = (T)gamma0_, shift = (T)shift_, eps = (T)1e-10;
-  const T scale = gamma0 * m;
-  const T lp0 = -lg(m);
-  for (int64_t i = 0; i < M; ++i) lp[i] = lp0;
-  T c = 0;  // pending normaliser: log p = w - c
-  T inv_s = 1;
-  bool have_e = false;  // out[] holds exp(w + D) of the last update
-  for (int64_t k = 0; k + 1 < iters; ++k) {
-    if (has_shift) {
-      T s;
-      if (reuse && have_e)
-        s = shifted_update<T, true, reuse>(h, lp, out, M, c, inv_s, m, scale, tau, gamma0, eta, shift, eps);
-      else
-        s = shifted_update<T, false, reuse>(h, lp, out, M, c, inv_s, m, scale, tau, gamma0, eta, shift, eps);
-      have_e = reuse;
-      c = lg(s) - shift;
-      inv_s = (T)1 / s;
-    } else {
-      T mx = -(T)__builtin_inf();
-#pragma omp simd reduction(max : mx)
-      for (int64_t i = 0; i < M; ++i) {
-        T l = lp[i] - c;
-        T p = ex(l);
-        T g = scale * p;
-        T grad = tau * (lg((p + eps) * m) + (T)1);
-        grad = grad + gamma0 * ((T)1 / ((T)1 + ex(h[i] - g)));
-        T w = grad * (-eta) + l;
-        lp[i] = w;
-        mx = w > mx ? w : mx;
-      }
-      T s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < M; ++i) s += ex(lp[i] - mx);
-      c = mx + lg(s);
-    }
-  }
-  if (have_e) {
-#pragma omp simd
-    for (int64_t i = 0; i < M; ++i) out[i] = scale * (out[i] * inv_s);
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < M; ++i) out[i] = scale * ex(lp[i] - c);
-  }
+static int queue_step_ptrs(T* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
+                           int64_t* so, int64_t* ho, int64_t* to, const T* h, int64_t n, int64_t nc, double gamma0,
+                           double tau, int64_t iters, int has_shift, double shift, T* g) {
+  QueueCounters next;
+  const int rc = queue_step<T>(buf, cap, *a, *b, *c, *d, h, n, nc, gamma0, tau, iters, has_shift, shift, g, &next);
+  if (rc == 0) { *so = next.size; *ho = next.head; *to = next.step; }
+  return rc;
 }
-// hash32 of gammapo_spec.random: every product modulo 2^32 is a plain uint32 product.
-static inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16; x *= 0x7FEB352Du;
-  x ^= x >> 15; x *= 0x2C1B3C6Du;
-  x ^= x >> 12; x *= 0x297A2D39u;
-  return x ^ (x >> 15);
-}
-
-// The S smallest keys of slots 0..size-1 as (key << 32 | slot) into sel[0..S), in no particular order: the
-// margins depend on which gaps are sampled, their order changes only the rounding of the sums (no sort).
-// Keys of distinct slots are distinct (hash32 is a bijection), so the order is total. A first pass keeps
-// the keys below a threshold a few standard deviations above the expected S-th smallest; if fewer than S
-// pass (improbable), every key is kept. Either way the S smallest are among those kept: exact.
-static void smallest_keys(uint32_t key, int64_t size, int64_t S, uint32_t* keys, uint64_t* sel) {
-#pragma omp simd
-  for (int64_t i = 0; i < size; ++i) keys[i] = hash32(key + (uint32_t)i);
-  int64_t kept = 0;
-  if (S < size) {
-    const double expect = ((double)S + 4.0 * __builtin_sqrt((double)S) + 16.0) / (double)size * 4294967296.0;
-    const uint64_t thr = expect >= 4294967296.0 ? (uint64_t)1 << 32 : (uint64_t)expect;
-    for (int64_t i = 0; i < size; ++i) {
-      sel[kept] = ((uint64_t)keys[i] << 32) | (uint64_t)i;
-      kept += (uint64_t)keys[i] < thr;
-    }
-    if (kept < S) kept = 0;
-  }
-  if (kept == 0) {
-    for (int64_t i = 0; i < size; ++i) sel[i] = ((uint64_t)keys[i] << 32) | (uint64_t)i;
-    kept = size;
-  }
-  if (S < kept) std::nth_element(sel, sel + S, sel + kept);
-}
-
-template <typename T>
-static int queue_step(T* buf, int64_t cap, const int64_t* size_p, const int64_t* head_p, const int64_t* step_p,
-                      const int64_t* seed_p, int64_t* size_out, int64_t* head_out, int64_t* step_out, const T* h, int64_t n, int64_t nc,
-                      double gamma0, double tau, int64_t iters, int has_shift, double shift, T* gamma_out) {
-  const int64_t size = *size_p, head = *head_p, step = *step_p, seed = *seed_p;
-  const int64_t S = size < nc ? size : nc;
-  const int64_t M = S + n;
-  uint32_t* keys = (uint32_t*)malloc(sizeof(uint32_t) * (size > 0 ? size : 1));
-  uint64_t* sel = (uint64_t*)malloc(sizeof(uint64_t) * (size > 0 ? size : 1));
-  T* work = (T*)malloc(sizeof(T) * 3 * M);
-  if (!keys || !sel || !work) { free(keys); free(sel); free(work); return 1; }
-  T* calib = work; T* out = work + M; T* lp = work + 2 * M;
-  if (S > 0) {
-    // stream_key(seed, STREAM_SAMPLE, step) of gammapo_spec.random
-    const uint32_t k = hash32(hash32((uint32_t)seed ^ 0x5A3C9E11u) ^ (uint32_t)step);
-    smallest_keys(k, size, S, keys, sel);
-    for (int64_t j = 0; j < S; ++j) calib[j] = buf[sel[j] & 0xFFFFFFFFull];
-  }
-  memcpy(calib + S, h, sizeof(T) * n);
-  mirror<T>(calib, out, lp, M, gamma0, tau, iters, has_shift, shift);
-  memcpy(gamma_out, out + S, sizeof(T) * n);
-  const int64_t keep = n < cap ? n : cap;
-  for (int64_t j = n - keep; j < n; ++j) buf[(head + j) % cap] = h[j];
-  *size_out = size + n < cap ? size + n : cap;
-  *head_out = (head + n) % cap;
-  *step_out = step + 1;
-  free(keys); free(sel); free(work);
-  return 0;
-}
-
 extern "C" {
 int gammapo_mirror_f32(const float* h, float* out, int64_t M, double gamma0, double tau, int64_t iters, int has_shift, double shift) {
   float* lp = (float*)malloc(sizeof(float) * M); if (!lp) return 1;
@@ -240,12 +71,12 @@ int gammapo_mirror_f64(const double* h, double* out, int64_t M, double gamma0, d
 int gammapo_queue_step_f32(float* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
                            int64_t* so, int64_t* ho, int64_t* to,
                            const float* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, float* g) {
-  return queue_step<float>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
+  return queue_step_ptrs<float>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
 }
 int gammapo_queue_step_f64(double* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
                            int64_t* so, int64_t* ho, int64_t* to,
                            const double* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, double* g) {
-  return queue_step<double>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
+  return queue_step_ptrs<double>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
 }
 }
 """
@@ -256,60 +87,14 @@ _tried = False
 _error: str | None = None
 
 
-_BASE_FLAGS = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", "-fPIC", "-shared"]
-_ISA_FLAGS = {
-    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mavx2", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
-}
-
-
 def _attempts() -> list[list[str]]:
     """Compiler flags to try in turn: the widest vector ISA torch detected on this CPU first, then narrower."""
-    order = ["AVX512", "AVX2"]
     isa = torch.backends.cpu.get_cpu_capability() if platform.machine() in ("x86_64", "AMD64") else "DEFAULT"
-    widths = order[order.index(isa):] if isa in order else []
-    return [_BASE_FLAGS + _ISA_FLAGS[w] for w in widths] + [list(_BASE_FLAGS)]
-
-
-def _cache_dirs() -> list[pathlib.Path]:
-    """Where the library is cached: ``$GAMMAPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gammapo`` (default
-    ``~/.cache/gammapo``), with a per-user folder in the temporary directory as the fallback."""
-    env = os.environ.get("GAMMAPO_CACHE_DIR")
-    if env:
-        return [pathlib.Path(env)]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    user = getattr(os, "getuid", lambda: "user")()
-    return [pathlib.Path(base) / "gammapo", pathlib.Path(tempfile.gettempdir()) / f"gammapo-{user}"]
-
-
-def _writable_cache_dir() -> pathlib.Path:
-    error: OSError | None = None
-    for folder in _cache_dirs():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError as exc:
-            error = exc
-    raise error or PermissionError(f"no writable cache folder among {_cache_dirs()}")
+    return _native.flag_attempts(isa)
 
 
 def _build(compiler: str, flags: list[str]) -> pathlib.Path:
-    key = hashlib.sha256("\0".join([SOURCE, compiler, *flags, platform.machine()]).encode()).hexdigest()[:16]
-    for folder in _cache_dirs():  # an existing build anywhere
-        if (folder / f"gammapo_cpu_calibration_{key}.so").exists():
-            return folder / f"gammapo_cpu_calibration_{key}.so"
-    out_dir = _writable_cache_dir()
-    target = out_dir / f"gammapo_cpu_calibration_{key}.so"
-    if target.exists():
-        return target
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        src = pathlib.Path(tmp) / "kernel.cpp"
-        src.write_text(SOURCE)
-        lib = pathlib.Path(tmp) / "kernel.so"
-        subprocess.run([compiler, *flags, "-o", str(lib), str(src), "-lm"], check=True, capture_output=True, timeout=300)
-        os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
-    return target
+    return _native.build_library("gammapo_cpu_calibration", SOURCE, compiler, flags)
 
 
 def _bind(path: pathlib.Path) -> Any:
@@ -332,7 +117,7 @@ def load() -> Any:
     with _lock:
         if _tried:
             return _lib
-        compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+        compiler = _native.find_compiler()
         if compiler is None:
             _error = "no C++ compiler (g++ or c++, or $CXX) found"
         else:

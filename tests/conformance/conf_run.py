@@ -38,13 +38,14 @@ def _run_once(cmd: list[str], env: dict[str, str], timeout: int) -> tuple[int | 
 
 
 def run_suite(backend: str, tmp_path: Path, *args: str, pythonpath: list[str] = (), timeout: int = 600,
-              attempts: int = 2):
+              attempts: int = 2, env_extra: dict[str, str] | None = None):
     """``(returncode, report_dict, output)`` of ``python -m gammapo_conformance BACKEND --report-json ...``.
 
-    Fails the calling test (with the output's tail) if all ``attempts`` runs time out.
+    ``env_extra`` is added to the child's environment. Fails the calling test (with the output's tail)
+    if all ``attempts`` runs time out.
     """
     out = tmp_path / "report.json"
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "gammapo_conformance", backend, "--report-json", str(out), "-q",

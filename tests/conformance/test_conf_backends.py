@@ -19,12 +19,16 @@ def xfail_args(backend):
 CI_EXAMPLES = {"numpy": 25, "torch": 25, "jax": 6}
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
-def test_conformance_suite_passes(backend, tmp_path):
+@pytest.mark.parametrize("backend,kernel", [("numpy", True), ("torch", True), ("jax", True), ("jax", False)],
+                         ids=["numpy", "torch", "jax", "jax-lax-ops"])
+def test_conformance_suite_passes(backend, kernel, tmp_path):
+    """``jax-lax-ops``: the JAX backend with its CPU calibration kernel off, i.e. the ``lax`` path that
+    GPU and TPU lowerings use (torch's ops path is compared with its kernel in tests/torch)."""
     pytest.importorskip({"numpy": "numpy", "torch": "torch", "jax": "jax"}[backend])
     # derandomized: CI is deterministic; a random or release run may find the float32 case in xfail_torch.txt
     rc, report, output = run_suite(backend, tmp_path, "--max-examples", str(CI_EXAMPLES[backend]), "--derandomize",
-                                    *xfail_args(backend))
+                                    *xfail_args(backend),
+                                    env_extra=None if kernel else {"GAMMAPO_DISABLE_CPU_KERNEL": "1"})
     assert report is not None, output[-3000:]
     failing = [op for op, cell in report["cells"].items() if cell == "fail"]
     assert rc == 0 and not failing, f"{backend} fails conformance on {failing}:\n{output[-6000:]}"

@@ -1,0 +1,304 @@
+r"""The compiled CPU calibration kernel shared by the torch and JAX backends: its C++ core and its build.
+
+Framework-free (only the standard library): each backend adds its own entry points to
+:data:`CALIBRATION_CORE` (``extern "C"`` functions called through :mod:`ctypes` for torch, XLA FFI
+handlers for JAX) and builds the result with :func:`build_library`. The core does, on raw memory:
+
+1. the sample of a queue step: keys ``hash32((k + i) mod 2^32)`` of the valid slots (integer
+   arithmetic: bit for bit the reference's :mod:`gammapo_spec.random`), the ``S = min(size, K)``
+   smallest found by a threshold pass and ``std::nth_element`` (valid keys are distinct, so the
+   sampled set is the reference's; it is not sorted, as the order of the set changes the margins
+   only through the rounding of the sums);
+2. the released mirror-descent solver on the ``M = S + n`` gaps ``[sampled, h]``,
+
+   .. math::
+
+       g_i = \tau\,(1 + \log(M (p_i + \epsilon))) + \gamma_0\,\sigma(\gamma_i - h_i),\quad
+       w = \log p - \eta g,\quad \log p \leftarrow w - \Big(\log\textstyle\sum_j e^{w_j + D} - D\Big),
+
+   with a constant shift :math:`D` chosen by the caller (or the max-shifted ``logsumexp`` when
+   there is none), in the gaps' dtype (float32 or float64); the loop over the set is vectorised by
+   the compiler (``#pragma omp simd``, glibc's vector ``exp``/``log``). In float32 the next
+   :math:`p_i` is :math:`e^{w_i + D}/S` (the terms of the sum just taken), one ``exp`` per element
+   and update fewer than :math:`\exp(\log p_i)`; the two differ by float32 rounding only. Float64
+   keeps :math:`\exp(\log p_i)`, whose rounding the reference's 1e-10 needs in the unconverged
+   small-τ regime;
+3. the ring-buffer push and the new ``size``, ``head``, ``step``.
+
+The integer parts (sample, push, counters) are exact, so states are bit for bit the reference's;
+the margins agree with it to rounding (the backends' tests hold them to the spec's tolerances).
+
+Builds: one compiler call (``$CXX``, else ``g++`` or ``c++``), cached in ``$GAMMAPO_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/gammapo``, i.e. ``~/.cache/gammapo``; a per-user folder in the temporary
+directory when that is not writable), named by a hash of the source, compiler, flags and machine,
+and written atomically, so concurrent processes (test workers, ranks) share one build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+__all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
+           "cache_dirs", "writable_cache_dir", "build_library"]
+
+#: The C++ core: ``mirror<T>`` (the solver), ``queue_step<T>`` (sample, solve, push), ``hash32``.
+#: Self-contained: only the C++ standard library and libm.
+CALIBRATION_CORE = r"""
+// gammapo CPU calibration kernel: the shared core (see gammapo/_native.py)
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <algorithm>
+
+extern "C" {
+#pragma omp declare simd notinbranch
+float expf(float) noexcept;
+#pragma omp declare simd notinbranch
+float logf(float) noexcept;
+#pragma omp declare simd notinbranch
+double exp(double) noexcept;
+#pragma omp declare simd notinbranch
+double log(double) noexcept;
+}
+
+static inline float ex(float x) { return expf(x); }
+static inline double ex(double x) { return exp(x); }
+static inline float lg(float x) { return logf(x); }
+static inline double lg(double x) { return log(x); }
+
+// One update over the set with the constant shift D: w = log p - eta g, returns sum_j exp(w_j + D).
+// FROM_E: p_i = e_i / S from the previous update's e_i = exp(w_i + D) (kept in e) instead of exp(log p_i).
+template <typename T, bool FROM_E, bool KEEP_E>
+static inline T shifted_update(const T* __restrict h, T* __restrict lp, T* __restrict e, int64_t M, T c, T inv_s,
+                               T m, T scale, T tau, T gamma0, T eta, T shift, T eps) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < M; ++i) {
+    T l = lp[i] - c;
+    T p = FROM_E ? e[i] * inv_s : ex(l);
+    T g = scale * p;
+    T grad = tau * (lg((p + eps) * m) + (T)1);
+    grad = grad + gamma0 * ((T)1 / ((T)1 + ex(h[i] - g)));
+    T w = grad * (-eta) + l;
+    lp[i] = w;
+    T ei = ex(w + shift);
+    if (KEEP_E) e[i] = ei;
+    s += ei;
+  }
+  return s;
+}
+
+// float32 reuses exp(w + D) / S as the next p (one exp less per element and update); float64 keeps
+// exp(log p), whose rounding the reference's float64 tolerance needs in the unconverged small-tau regime.
+template <typename T>
+static void mirror(const T* __restrict h, T* __restrict out, T* __restrict lp, int64_t M, double gamma0_,
+                   double tau_, int64_t iters, int has_shift, double shift_) {
+  constexpr bool reuse = sizeof(T) == 4;
+  const T m = (T)M;
+  const double eta_d = 0.5 / tau_ < 1.0 ? 0.5 / tau_ : 1.0;
+  const T eta = (T)eta_d, tau = (T)tau_, gamma0 = (T)gamma0_, shift = (T)shift_, eps = (T)1e-10;
+  const T scale = gamma0 * m;
+  const T lp0 = -lg(m);
+  for (int64_t i = 0; i < M; ++i) lp[i] = lp0;
+  T c = 0;  // pending normaliser: log p = w - c
+  T inv_s = 1;
+  bool have_e = false;  // out[] holds exp(w + D) of the last update
+  for (int64_t k = 0; k + 1 < iters; ++k) {
+    if (has_shift) {
+      T s;
+      if (reuse && have_e)
+        s = shifted_update<T, true, reuse>(h, lp, out, M, c, inv_s, m, scale, tau, gamma0, eta, shift, eps);
+      else
+        s = shifted_update<T, false, reuse>(h, lp, out, M, c, inv_s, m, scale, tau, gamma0, eta, shift, eps);
+      have_e = reuse;
+      c = lg(s) - shift;
+      inv_s = (T)1 / s;
+    } else {
+      T mx = -(T)__builtin_inf();
+#pragma omp simd reduction(max : mx)
+      for (int64_t i = 0; i < M; ++i) {
+        T l = lp[i] - c;
+        T p = ex(l);
+        T g = scale * p;
+        T grad = tau * (lg((p + eps) * m) + (T)1);
+        grad = grad + gamma0 * ((T)1 / ((T)1 + ex(h[i] - g)));
+        T w = grad * (-eta) + l;
+        lp[i] = w;
+        mx = w > mx ? w : mx;
+      }
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = 0; i < M; ++i) s += ex(lp[i] - mx);
+      c = mx + lg(s);
+    }
+  }
+  if (have_e) {
+#pragma omp simd
+    for (int64_t i = 0; i < M; ++i) out[i] = scale * (out[i] * inv_s);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < M; ++i) out[i] = scale * ex(lp[i] - c);
+  }
+}
+// hash32 of gammapo_spec.random: every product modulo 2^32 is a plain uint32 product.
+static inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16; x *= 0x7FEB352Du;
+  x ^= x >> 15; x *= 0x2C1B3C6Du;
+  x ^= x >> 12; x *= 0x297A2D39u;
+  return x ^ (x >> 15);
+}
+
+// The S smallest keys of slots 0..size-1 as (key << 32 | slot) into sel[0..S), in no particular order: the
+// margins depend on which gaps are sampled, their order changes only the rounding of the sums (no sort).
+// Keys of distinct slots are distinct (hash32 is a bijection), so the order is total. A first pass keeps
+// the keys below a threshold a few standard deviations above the expected S-th smallest; if fewer than S
+// pass (improbable), every key is kept. Either way the S smallest are among those kept: exact.
+static void smallest_keys(uint32_t key, int64_t size, int64_t S, uint32_t* keys, uint64_t* sel) {
+#pragma omp simd
+  for (int64_t i = 0; i < size; ++i) keys[i] = hash32(key + (uint32_t)i);
+  int64_t kept = 0;
+  if (S < size) {
+    const double expect = ((double)S + 4.0 * __builtin_sqrt((double)S) + 16.0) / (double)size * 4294967296.0;
+    const uint64_t thr = expect >= 4294967296.0 ? (uint64_t)1 << 32 : (uint64_t)expect;
+    for (int64_t i = 0; i < size; ++i) {
+      sel[kept] = ((uint64_t)keys[i] << 32) | (uint64_t)i;
+      kept += (uint64_t)keys[i] < thr;
+    }
+    if (kept < S) kept = 0;
+  }
+  if (kept == 0) {
+    for (int64_t i = 0; i < size; ++i) sel[i] = ((uint64_t)keys[i] << 32) | (uint64_t)i;
+    kept = size;
+  }
+  if (S < kept) std::nth_element(sel, sel + S, sel + kept);
+}
+
+// The counters of a queue state after a step.
+struct QueueCounters { int64_t size, head, step; };
+
+// One queue step on buf (the ring buffer, updated in place): sample S = min(size, nc) stored gaps, calibrate
+// [sampled, h] (M = S + n), write the margins of h to gamma_out, push h, return the new counters in *next.
+template <typename T>
+static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t step, int64_t seed, const T* h,
+                      int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift,
+                      T* gamma_out, QueueCounters* next) {
+  const int64_t S = size < nc ? size : nc;
+  const int64_t M = S + n;
+  uint32_t* keys = (uint32_t*)malloc(sizeof(uint32_t) * (size > 0 ? size : 1));
+  uint64_t* sel = (uint64_t*)malloc(sizeof(uint64_t) * (size > 0 ? size : 1));
+  T* work = (T*)malloc(sizeof(T) * 3 * M);
+  if (!keys || !sel || !work) { free(keys); free(sel); free(work); return 1; }
+  T* calib = work; T* out = work + M; T* lp = work + 2 * M;
+  if (S > 0) {
+    // stream_key(seed, STREAM_SAMPLE, step) of gammapo_spec.random
+    const uint32_t k = hash32(hash32((uint32_t)seed ^ 0x5A3C9E11u) ^ (uint32_t)step);
+    smallest_keys(k, size, S, keys, sel);
+    for (int64_t j = 0; j < S; ++j) calib[j] = buf[sel[j] & 0xFFFFFFFFull];
+  }
+  memcpy(calib + S, h, sizeof(T) * n);
+  mirror<T>(calib, out, lp, M, gamma0, tau, iters, has_shift, shift);
+  memcpy(gamma_out, out + S, sizeof(T) * n);
+  const int64_t keep = n < cap ? n : cap;
+  for (int64_t j = n - keep; j < n; ++j) buf[(head + j) % cap] = h[j];
+  next->size = size + n < cap ? size + n : cap;
+  next->head = (head + n) % cap;
+  next->step = step + 1;
+  free(keys); free(sel); free(work);
+  return 0;
+}
+"""
+
+#: Flags every build uses: the vector loops need ``-fopenmp-simd`` (no OpenMP runtime); no FMA
+#: contraction, so the float64 arithmetic rounds like the reference's step by step.
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", "-fPIC", "-shared"]
+
+#: Extra flags per x86 vector ISA, widest first.
+ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+
+
+def find_compiler() -> str | None:
+    """``$CXX``, else ``g++`` or ``c++`` on the ``PATH`` (``None`` if there is none)."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def host_isa() -> str:
+    """The widest vector ISA of :data:`ISA_FLAGS` this CPU has (from ``/proc/cpuinfo``), or ``"DEFAULT"``."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return "DEFAULT"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "DEFAULT"
+    if {"avx512f", "avx512dq", "avx512vl", "avx512bw", "avx2", "fma"} <= set(flags):
+        return "AVX512"
+    return "AVX2" if {"avx2", "fma"} <= set(flags) else "DEFAULT"
+
+
+def flag_attempts(isa: str, extra: list[str] = ()) -> list[list[str]]:
+    """Flag lists to try in turn: ``isa``'s (``"AVX512"``, ``"AVX2"`` or ``"DEFAULT"``), then each
+    narrower one, then the base flags alone; ``extra`` is appended to each."""
+    order = list(ISA_FLAGS)
+    widths = order[order.index(isa):] if isa in order else []
+    return [BASE_FLAGS + ISA_FLAGS[w] + list(extra) for w in widths] + [BASE_FLAGS + list(extra)]
+
+
+def cache_dirs() -> list[pathlib.Path]:
+    """Where libraries are cached: ``$GAMMAPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gammapo`` (default
+    ``~/.cache/gammapo``), with a per-user folder in the temporary directory as the fallback."""
+    env = os.environ.get("GAMMAPO_CACHE_DIR")
+    if env:
+        return [pathlib.Path(env)]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    user = getattr(os, "getuid", lambda: "user")()
+    return [pathlib.Path(base) / "gammapo", pathlib.Path(tempfile.gettempdir()) / f"gammapo-{user}"]
+
+
+def writable_cache_dir() -> pathlib.Path:
+    """The first of :func:`cache_dirs` that exists (or can be made) and is writable."""
+    error: OSError | None = None
+    for folder in cache_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError as exc:
+            error = exc
+    raise error or PermissionError(f"no writable cache folder among {cache_dirs()}")
+
+
+def build_library(name: str, source: str, compiler: str, flags: list[str], key_extra: str = "") -> pathlib.Path:
+    """The shared library of ``source`` built with ``compiler`` and ``flags`` (from the cache if there).
+
+    Args:
+        name: file-name prefix (``<name>_<hash>.so``).
+        source: the complete C++ translation unit.
+        compiler, flags: the compiler and its flags (``-shared`` among them).
+        key_extra: anything else the binary depends on (e.g. the headers' version), part of the hash.
+
+    Raises:
+        subprocess.CalledProcessError: the compiler failed (its stderr is on the exception).
+        OSError: no cache folder is writable, or the compiler cannot be run.
+    """
+    key = hashlib.sha256("\0".join([source, compiler, *flags, platform.machine(), key_extra]).encode()).hexdigest()[:16]
+    for folder in cache_dirs():  # an existing build anywhere
+        if (folder / f"{name}_{key}.so").exists():
+            return folder / f"{name}_{key}.so"
+    out_dir = writable_cache_dir()
+    target = out_dir / f"{name}_{key}.so"
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        src = pathlib.Path(tmp) / "kernel.cpp"
+        src.write_text(source)
+        lib = pathlib.Path(tmp) / "kernel.so"
+        subprocess.run([compiler, *flags, "-o", str(lib), str(src), "-lm"], check=True, capture_output=True, timeout=300)
+        os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
+    return target
