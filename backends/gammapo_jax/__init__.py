@@ -9,7 +9,11 @@ with the same name, keyword arguments, errors and state semantics, on JAX arrays
 * data parallelism: ``gather=AxisGather("data")`` inside ``shard_map``/``pmap`` calibrates on the
   gaps of every shard (:mod:`gammapo_jax._sharding`);
 * dtype policy: float64 (under ``jax_enable_x64``) and float32 compute in their dtype, bfloat16
-  and float16 inputs are upcast to float32 (:mod:`gammapo_jax._dtypes`).
+  and float16 inputs are upcast to float32 (:mod:`gammapo_jax._dtypes`);
+* on a CPU the mirror calibration (a whole queue step: sample, solve, push) is one XLA FFI custom
+  call of a compiled C++ kernel, built with ``g++`` on first use and cached
+  (:mod:`gammapo_jax._cpu_kernel`); GPU/TPU lowerings, the exact solver, and machines without a
+  C++ compiler use ``lax`` ops. ``GAMMAPO_DISABLE_CPU_KERNEL=1`` (read while tracing) turns the kernel off.
 
 What is only checked eagerly: the value checks of ``config.check_values`` (non-finite log-probs
 or gaps, non-positive lengths) need concrete values and are skipped inside ``jax.jit``,

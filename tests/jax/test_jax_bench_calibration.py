@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
+import jax
 import numpy as np
 
+import gammapo_jax as G
 from benchmarks import bench_calibration_jax as B
+from gammapo_jax import _cpu_kernel as K
 
 
 def test_bench_calibration_jax_contenders_and_verdict():
     s = B.setup(64)
     fns = B.contenders(s)
-    assert set(fns) == {"released", "gammapo jax jit", "jit floor (inline)", "jit floor (queue-sized)"}
+    assert set(fns) == {"released", "gammapo jax jit", "gammapo jax jit, lax ops", "jit floor (inline)",
+                        "jit floor (queue-sized)"}
+    # the default contender is the kernel's one custom call, the lax-ops one has none
+    text = str(jax.make_jaxpr(lambda st, h: G.calibrate_step(s["config"], st, h))(s["state"], s["gaps"]))
+    assert "gammapo_queue_step_f32" in text or K.load() is None
+    assert os.environ.get(B.KERNEL_SWITCH) is None, "the benchmark left the kernel switch set"
     single: dict[str, list[float]] = {}
     samples = B.time_interleaved(fns, repeats=2, inner=2, single=single)
     assert all(len(v) == 2 and min(v) > 0 for v in samples.values())
