@@ -36,9 +36,15 @@ class Harness:
         # an unsupported dtype (the NumPy reference has no bfloat16) is not an example: reject it
         assume(self.ad.supports(dtype))
 
-    def close(self, actual, expected, dtype: str, family: str, what: str, *, scale: float = 1.0, solver="exact", tau=1.0):
-        """Compare a backend value (converted with ``to_numpy``) with the reference."""
-        assert_close(self.ad.numpy(actual), expected, tolerance(dtype, family, solver=solver, tau=tau), what, scale)
+    def close(self, actual, expected, dtype: str, family: str, what: str, *, scale: float = 1.0, solver="exact", tau=1.0,
+              gamma0=0.0, iters=20):
+        """Compare a backend value (converted with ``to_numpy``) with the reference.
+
+        ``solver``, ``tau``, ``gamma0`` and ``iters`` pick the "calibration" tolerance (see
+        :func:`~gammapo_conformance.tolerances.tolerance`); other families ignore them.
+        """
+        tol = tolerance(dtype, family, solver=solver, tau=tau, gamma0=gamma0, iters=iters)
+        assert_close(self.ad.numpy(actual), expected, tol, what, scale)
 
     def same_error(self, reference: Callable[[], Any], backend: Callable[[], Any], what: str) -> BaseException:
         """Both calls raise; same class and same ``.field`` (messages are shown when they differ)."""

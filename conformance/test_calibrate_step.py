@@ -24,7 +24,8 @@ def test_calibrate_step_state_transitions(conf, case):
         state = conf.B.init_state(config, seed)
         ref = R.init_state(config, seed)
         dtype = _dtype_of_state(conf, state)
-        tol = tolerance(dtype, "calibration", solver=config.solver, tau=config.tau)
+        tol = tolerance(dtype, "calibration", solver=config.solver, tau=config.tau, gamma0=config.gamma0,
+                        iters=config.iters)
         for step, gaps in enumerate(pushes + [np.array([0.5, -1.5, 2.0])]):
             # the reference calibrates on the backend's stored (possibly float32) queue
             ref = R.state_from_dict({**conf.ad.state(state), "buffer": conf.ad.state(state)["buffer"]})
@@ -48,7 +49,7 @@ def test_calibrate_step_batch_mode(conf, config, seed):
     assert state is None, "batch mode must return state None"
     rg, _ = R.calibrate_step(config, None, gaps)
     conf.close(gamma, rg, "float64", "calibration", "calibrate_step (batch)", scale=1 + config.gamma0,
-               solver=config.solver, tau=config.tau)
+               solver=config.solver, tau=config.tau, gamma0=config.gamma0, iters=config.iters)
 
 
 @given(which=st.sampled_from(["none_for_queue", "state_for_batch", "capacity", "gaps_2d", "gaps_empty", "gaps_nan"]))

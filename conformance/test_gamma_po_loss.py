@@ -29,7 +29,7 @@ def test_gamma_po_loss_values(conf, data, config, dtype, steps):
             out, state = conf.B.gamma_po_loss(config, state, **bi)
             ref, ref_next = R.gamma_po_loss(config, ref_state, **rounded)
             s = input_scale(config, rounded)
-            tol = dict(solver=config.solver, tau=config.tau)
+            tol = dict(solver=config.solver, tau=config.tau, gamma0=config.gamma0, iters=config.iters)
             conf.close(out.margins, ref.margins, dtype, "calibration", f"gamma_po_loss: margins (step {step})",
                        scale=1 + config.gamma0 + abs(config.rdpo_alpha) * 512, **tol)
             conf.close(out.gaps, ref.gaps, dtype, "values", f"gamma_po_loss: gaps (step {step})", scale=s)
