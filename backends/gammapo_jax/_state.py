@@ -31,6 +31,10 @@ runs on ``[candidates, h]`` with the invalid candidates masked out (see
 :mod:`gammapo_jax._calibration`). The keys are the spec's portable hash in ``uint32``
 (:mod:`gammapo_jax._hash`), so the sample, and therefore the state transition, is the reference's.
 
+On a CPU, with the mirror solver, a step is not these ``lax`` ops but one call of the compiled
+kernel of :mod:`gammapo_jax._cpu_kernel` (the same sample, push and counters; see
+:func:`queue_step`); the ops below remain the path of other platforms and of the exact solver.
+
 The buffer dtype: :func:`init_state` makes a float32 buffer unless asked for ``dtype="float64"``
 (which needs ``jax_enable_x64``). A step stores gaps in ``promote(buffer dtype, gap dtype)``, so
 float64 gaps turn a float32 buffer into a float64 one (one extra compilation, then stable).
@@ -270,6 +274,7 @@ def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
 
 
 def _lax_queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array, c: int) -> tuple[jax.Array, QueueState]:
+    """The step as ``lax`` ops: sample ``min(size, c)`` slots, calibrate on ``[sampled, h]``, push ``h``."""
     s = jnp.minimum(state.size, c)
     sampled = state.buffer[candidate_slots(state, c)].astype(h.dtype)
     calib = jnp.concatenate([sampled, h])
