@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 import gammapo_jax as G
-from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+from benchmarks._perf_common import calls_per_block, machine_info, machine_line, markdown_table, stats, write_results
 from benchmarks.released_baseline import released_calibrate
 from gammapo_spec.config import GammaPOConfig
 
@@ -186,7 +186,7 @@ def measure(args) -> dict[str, Any]:
         diff = agreement(s)
         fns["gammapo jax jit"]()  # compile
         compile_s = time.perf_counter() - t0
-        inner = 3 if args.quick else max(2, int(round(20 * 256 / max(m, 256))))
+        inner = 3 if args.quick else calls_per_block(m)
         single: dict[str, list[float]] = {}
         summary = {name: stats(v) for name, v in time_interleaved(fns, repeats, inner, single).items()}
         per_call = {name: stats(v)["median"] for name, v in single.items()}
@@ -263,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "push n gaps), float32, γ0 = 4, τ = 10. Baseline: `benchmarks.released_baseline.released_calibrate` "
         "(host `.tolist()`, `random.sample`, new tensor, Python loop of torch ops).",
         "Contenders interleaved in one process per dispatch mode, each mode with its own baseline; median of the mean "
-        "per call over the repeats, with its IQR (a block of calls' mean includes the stalls a shared machine adds); "
+        "per call over the repeats, with its IQR (a block is 100 calls up to 256 gaps, 50 up to 1024, 20 above, so that "
+        "the VM's slow first call after other work is amortised: `benchmarks._perf_common.calls_per_block`; a block's "
+        "mean still includes the stalls a shared machine adds); "
         "`per-call` columns: the median of every single call's time (robust to those stalls). "
         "`gammapo jax jit` is the default CPU path (one XLA FFI call of the compiled C++ kernel per step); "
         "`gammapo jax jit, lax ops` is the same step with the kernel off (the path GPU/TPU lowerings take). "

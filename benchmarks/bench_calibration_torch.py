@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import gammapo_torch as T
-from benchmarks._perf_common import machine_info, machine_line, markdown_table, stats, write_results
+from benchmarks._perf_common import calls_per_block, machine_info, machine_line, markdown_table, stats, write_results
 from benchmarks.released_baseline import released_calibrate
 from gammapo_spec.config import GammaPOConfig
 
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         agreement = check_agreement(s, fns)  # also compiles
         compile_s = time.perf_counter() - t0
-        inner = max(2, int(round(20 * 256 / max(m, 256)))) if not args.quick else 3
+        inner = 3 if args.quick else calls_per_block(m)
         samples = time_interleaved(fns, repeats, inner)
         summary = {name: stats(v) for name, v in samples.items()}
         base = summary["released"]["median"]
@@ -210,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "One queue-mode calibration step per call (sample M − n stored gaps, K = 20 mirror iterations on M gaps,",
         "push n gaps), float32, γ0 = 4, τ = 10. Contenders interleaved in one run; median over "
-        f"{repeats} repeats of the mean per call, with its interquartile range. `gammapo eager` is the default CPU path",
+        f"{repeats} repeats of the mean per call over a block of calls (100 calls up to 256 gaps, 50 up to 1024, 20 "
+        "above: the VM's slow first call after other work is amortised, `benchmarks._perf_common.calls_per_block`), "
+        "with its interquartile range. `gammapo eager` is the default CPU path",
         "(one call of the compiled C++ kernel of `gammapo_torch._cpu_calibration`); `gammapo eager, torch ops` is the",
         "op-by-op tensor path with that kernel off (what runs on CUDA or without a C++ compiler); `gammapo compiled` is",
         "`torch.compile(fullgraph=True)` of the step (inductor fuses the tensor path). `compile call floor` is a compiled no-op:",
