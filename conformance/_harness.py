@@ -16,7 +16,7 @@ import gammapo_spec as R
 from .adapters import Adapter, assert_close, raised
 from .tolerances import tolerance
 
-__all__ = ["Harness", "EXAMPLES", "repro", "batch_repro", "input_scale", "margin_scale", "gap_scale"]
+__all__ = ["Harness", "EXAMPLES", "repro", "batch_repro", "input_scale", "loss_scale", "margin_scale", "gap_scale"]
 
 #: nodeid → number of Hypothesis examples run (read by the report).
 EXAMPLES: dict[str, int] = {}
@@ -96,3 +96,17 @@ def input_scale(config: R.GammaPOConfig, inputs: dict) -> float:
     """Natural size of gaps for absolute tolerances: 1 + β·max|log-prob| (cancellation in c − r)."""
     logps = [np.max(np.abs(v)) for k, v in inputs.items() if "logps" in k]
     return 1.0 + config.beta * float(max(logps))
+
+
+def loss_scale(config: R.GammaPOConfig, ref, scale: float) -> float:
+    r"""Natural size of per-pair losses for absolute tolerances: ``scale`` · max(1, max|ℓ'(z)|), z = h − m.
+
+    ``scale`` (:func:`input_scale`) bounds the rounding of the gap h; a gap off by δh moves the loss by
+    ℓ'(z)·δh. |ℓ'| ≤ 1 for the logistic and hinge losses, ≤ 1/(1 − 2ε) for robust, and 2|z − ½|/β²
+    for IPO, unbounded: a float32 gap off by one rounding (5.7e-7) moved an IPO loss with β = 0.001 by
+    0.065 (2.0e-5 relative, just past float32's 2e-5) in a random conformance run of a correct backend.
+    ``ref`` is the reference's output (its ``gaps`` and ``margins``).
+    """
+    z = np.asarray(ref.gaps, dtype=np.float64) - np.asarray(ref.margins, dtype=np.float64)
+    slope = float(np.max(np.abs(R.pair_loss_derivative(config, z)))) if z.size else 0.0
+    return scale * max(1.0, slope)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import gammapo_spec as R
 from gammapo_spec.dtype_policy import compute_dtype
-from gammapo_conformance._harness import batch_repro, input_scale, repro
+from gammapo_conformance._harness import batch_repro, input_scale, loss_scale, repro
 from gammapo_conformance.strategies import batches, configs, dtypes, invalid_inputs, make_batch
 
 
@@ -35,8 +35,9 @@ def test_gamma_po_loss_values(conf, data, config, dtype, steps):
             conf.close(out.gaps, ref.gaps, dtype, "values", f"gamma_po_loss: gaps (step {step})", scale=s)
             # losses are compared on the backend's margins so calibration rounding is not counted twice
             ref_fixed = R.loss_with_margins(config, conf.ad.numpy(out.margins), **rounded)
-            conf.close(out.losses, ref_fixed.losses, dtype, "values", f"gamma_po_loss: losses (step {step})", scale=s)
-            conf.close(out.loss, ref_fixed.loss, dtype, "values", f"gamma_po_loss: loss (step {step})", scale=s)
+            ls = loss_scale(config, ref_fixed, s)  # the gap's rounding times the loss's slope (IPO: 2|z − ½|/β²)
+            conf.close(out.losses, ref_fixed.losses, dtype, "values", f"gamma_po_loss: losses (step {step})", scale=ls)
+            conf.close(out.loss, ref_fixed.loss, dtype, "values", f"gamma_po_loss: loss (step {step})", scale=ls)
             if ref_next is not None:
                 got = conf.ad.state(state)
                 want = R.state_to_dict(ref_next)

@@ -102,3 +102,39 @@ def test_policy_text_shows_the_unconverged_rows():
     assert "kappa = gamma0^2/(8 tau) > 1.5" in text
     for dtype in UNCONVERGED:
         assert any(line.split()[:2] == [dtype, "unconverged"] for line in text.splitlines())
+
+
+# --- the losses' absolute scale: the gap's rounding times the loss's slope -------------------------
+
+
+def test_loss_scale_unchanged_for_losses_with_slope_at_most_one():
+    from gammapo_conformance._harness import loss_scale
+    from gammapo_conformance.strategies import make_batch
+
+    for loss in ("dpo", "gamma-dpo", "simpo", "gamma-simpo", "hinge", "gamma-rdpo"):
+        cfg = R.GammaPOConfig(loss=loss, beta=0.001, gamma_beta_ratio=0.5, calibration="batch")
+        ref, _ = R.gamma_po_loss(cfg, None, **make_batch(cfg, 256, "extreme", 208).inputs)
+        assert loss_scale(cfg, ref, 31.5) == 31.5
+
+
+def test_ipo_loss_in_float32_is_held_to_the_gaps_rounding_times_its_slope():
+    """A random conformance run failed torch here: ipo, β = 0.001, float32, 'extreme' inputs. The
+    backend's gap is right to one float32 rounding (5.7e-7 of a gap scale of 31.5); the IPO loss's
+    slope 2|z − ½|/β² = 1.1e5 turns that into 0.065 on a loss of 3176 (2.0e-5 relative, past 2e-5)."""
+    pytest.importorskip("torch")
+    from gammapo._registry import load_backend_object
+    from gammapo_conformance._harness import input_scale, loss_scale
+    from gammapo_conformance.adapters import Adapter, assert_close
+    from gammapo_conformance.strategies import make_batch
+
+    ad = Adapter(load_backend_object("torch"))
+    cfg = R.GammaPOConfig(loss="ipo", beta=0.001, gamma_beta_ratio=0.0, tau=1.0, solver="mirror", iters=1,
+                          calibration="batch")
+    bi, rounded = ad.inputs(make_batch(cfg, 256, "extreme", 208).inputs, "float32")
+    out, _ = ad.backend.gamma_po_loss(cfg, None, **bi)
+    ref = R.loss_with_margins(cfg, ad.numpy(out.margins), **rounded)
+    s = input_scale(cfg, rounded)
+    tol = tolerance("float32", "values")
+    assert_close(ad.numpy(out.gaps), ref.gaps, tol, "gaps", s)  # the gap itself is fine
+    assert np.max(np.abs(ad.numpy(out.gaps) - ref.gaps)) <= 4 * np.finfo(np.float32).eps * s
+    assert_close(ad.numpy(out.losses), ref.losses, tol, "losses", loss_scale(cfg, ref, s))
