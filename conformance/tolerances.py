@@ -2,7 +2,9 @@ r"""The tolerance policy of the conformance suite, written once.
 
 A backend result ``a`` is compared with the reference ``r`` (:mod:`gammapo_spec`, evaluated in float64
 **on the same rounded inputs** the backend saw) as ``|a - r| <= atol * scale + rtol * |r|``, where
-``scale`` is the natural size of the quantity (1 for values, ``1 + gamma0`` for margins).
+``scale`` is the natural size of the quantity (1 for values, ``1 + gamma0`` for margins, the gap scale
+times the loss's largest slope max(1, |ℓ'(z)|) for per-pair losses, since a gap rounded by δ moves the
+loss by ℓ'(z)·δ: IPO's slope 2|z − ½|/β² is unbounded).
 
 Per dtype and op family:
 
