@@ -43,9 +43,10 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from typing import Any, Callable, Iterable
 
 __all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
-           "cache_dirs", "writable_cache_dir", "build_library"]
+           "cache_dirs", "writable_cache_dir", "build_library", "build_first"]
 
 #: The C++ core: ``mirror<T>`` (the solver), ``queue_step<T>`` (sample, solve, push), ``hash32``.
 #: Self-contained: only the C++ standard library and libm.
@@ -302,3 +303,27 @@ def build_library(name: str, source: str, compiler: str, flags: list[str], key_e
         subprocess.run([compiler, *flags, "-o", str(lib), str(src), "-lm"], check=True, capture_output=True, timeout=300)
         os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
     return target
+
+
+def build_first(name: str, source: str, attempts: Iterable[list[str]], bind: Callable[[pathlib.Path], Any], *,
+                key_extra: str = "", errors: tuple[type[BaseException], ...] = (OSError, subprocess.SubprocessError,
+                                                                                  AttributeError)) -> tuple[Any, str | None]:
+    """Build ``source`` with each flag list of ``attempts`` in turn and ``bind`` the first library that works.
+
+    Returns:
+        ``(bind(path), None)``, or ``(None, why)`` when there is no compiler or every attempt raised one of
+        ``errors`` (``why`` names the last failure, with the compiler's stderr).
+    """
+    compiler = find_compiler()
+    if compiler is None:
+        return None, "no C++ compiler (g++ or c++, or $CXX) found"
+    error = "no flags to try"
+    for flags in attempts:
+        try:
+            return bind(build_library(name, source, compiler, flags, key_extra)), None
+        except errors as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            if isinstance(detail, bytes):
+                detail = detail.decode(errors="replace")
+            error = f"{type(exc).__name__}: {exc} {detail[:500]}".strip()
+    return None, error

@@ -134,6 +134,14 @@ def _attempts() -> list[list[str]]:
     return _native.flag_attempts(_native.host_isa(), ["-std=c++17", "-w", "-I", jax.ffi.include_dir()])
 
 
+def _register(path) -> Any:
+    """Load the library and register its handlers as CPU custom-call targets (again is harmless)."""
+    lib = ctypes.CDLL(str(path))
+    for target, symbol in _TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    return lib
+
+
 def load() -> Any:
     """The library with its targets registered (built and registered on first use), or ``None``."""
     global _lib, _tried, _error
@@ -142,26 +150,10 @@ def load() -> Any:
     with _lock:
         if _tried:
             return _lib
-        compiler = _native.find_compiler()
-        if compiler is None:
-            _error = "no C++ compiler (g++ or c++, or $CXX) found"
-        else:
-            import jaxlib
+        import jaxlib
 
-            for flags in _attempts():
-                try:
-                    path = _native.build_library("gammapo_jax_calibration", SOURCE, compiler, flags,
-                                                 key_extra=f"jaxlib {jaxlib.__version__}")
-                    lib = ctypes.CDLL(str(path))
-                    for target, symbol in _TARGETS.items():
-                        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-                    _lib, _error = lib, None
-                    break
-                except Exception as exc:  # noqa: BLE001 - any failure means: no kernel, lax path
-                    detail = getattr(exc, "stderr", b"") or b""
-                    if isinstance(detail, bytes):
-                        detail = detail.decode(errors="replace")
-                    _error = f"{type(exc).__name__}: {exc} {detail[:500]}".strip()
+        _lib, _error = _native.build_first("gammapo_jax_calibration", SOURCE, _attempts(), _register,
+                                           key_extra=f"jaxlib {jaxlib.__version__}", errors=(Exception,))
         _tried = True
         return _lib
 

@@ -32,7 +32,6 @@ import ctypes
 import os
 import pathlib
 import platform
-import subprocess
 import tempfile  # noqa: F401  (tests patch tempfile.gettempdir through this module)
 import threading
 from typing import Any
@@ -93,10 +92,6 @@ def _attempts() -> list[list[str]]:
     return _native.flag_attempts(isa)
 
 
-def _build(compiler: str, flags: list[str]) -> pathlib.Path:
-    return _native.build_library("gammapo_cpu_calibration", SOURCE, compiler, flags)
-
-
 def _bind(path: pathlib.Path) -> Any:
     lib = ctypes.CDLL(str(path))
     p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
@@ -117,18 +112,7 @@ def load() -> Any:
     with _lock:
         if _tried:
             return _lib
-        compiler = _native.find_compiler()
-        if compiler is None:
-            _error = "no C++ compiler (g++ or c++, or $CXX) found"
-        else:
-            for attempt in _attempts():
-                try:
-                    _lib = _bind(_build(compiler, attempt))
-                    _error = None
-                    break
-                except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-                    detail = getattr(exc, "stderr", b"") or b""
-                    _error = f"{type(exc).__name__}: {exc} {detail.decode(errors='replace')[:500]}".strip()
+        _lib, _error = _native.build_first("gammapo_cpu_calibration", SOURCE, _attempts(), _bind)
         _tried = True
         return _lib
 
