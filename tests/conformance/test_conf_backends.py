@@ -25,7 +25,7 @@ def test_conformance_suite_passes(backend, kernel, tmp_path):
     """``jax-lax-ops``: the JAX backend with its CPU calibration kernel off, i.e. the ``lax`` path that
     GPU and TPU lowerings use (torch's ops path is compared with its kernel in tests/torch)."""
     pytest.importorskip({"numpy": "numpy", "torch": "torch", "jax": "jax"}[backend])
-    # derandomized: CI is deterministic; a random or release run may find the float32 case in xfail_torch.txt
+    # derandomized: CI is deterministic; known findings, if any, are listed in conformance/xfail_<backend>.txt
     rc, report, output = run_suite(backend, tmp_path, "--max-examples", str(CI_EXAMPLES[backend]), "--derandomize",
                                     *xfail_args(backend),
                                     env_extra=None if kernel else {"GAMMAPO_DISABLE_CPU_KERNEL": "1"})
