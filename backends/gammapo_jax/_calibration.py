@@ -270,11 +270,11 @@ def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kern
     if not kernel:
         return lax_path(h, gamma0, tau)
 
-    def kernel(h, gamma0, tau):
+    def kernel_path(h, gamma0, tau):
         return _cpu_kernel.mirror(lax.stop_gradient(h), lax.stop_gradient(gamma0), lax.stop_gradient(tau), iters=iters)
 
     dtype = h.dtype
-    return _cpu_kernel.on_cpu(kernel, lax_path, h, jnp.asarray(gamma0, dtype), jnp.asarray(tau, dtype))
+    return _cpu_kernel.on_cpu(kernel_path, lax_path, h, jnp.asarray(gamma0, dtype), jnp.asarray(tau, dtype))
 
 
 def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror", iters: int = 20,

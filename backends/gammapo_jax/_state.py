@@ -299,7 +299,7 @@ def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[
     if not takes:
         return _lax_queue_step(config, state, h, c)
 
-    def kernel(buffer, counters, h):
+    def kernel_path(buffer, counters, h):
         return _cpu_kernel.queue_step(buffer.astype(h.dtype), counters, h, config.gamma0, config.tau, n_candidates=c,
                                       iters=config.iters)
 
@@ -307,7 +307,7 @@ def queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array) -> tuple[
         gamma, new = _lax_queue_step(config, QueueState(buffer=buffer, counters=counters), h, c)
         return gamma, new.buffer, new.counters
 
-    gamma, buffer, counters = _cpu_kernel.on_cpu(kernel, lax_path, state.buffer, state.counters, h)
+    gamma, buffer, counters = _cpu_kernel.on_cpu(kernel_path, lax_path, state.buffer, state.counters, h)
     return gamma, QueueState(buffer=buffer, counters=counters)
 
 
