@@ -32,9 +32,12 @@ SCRIPT = textwrap.dedent("""
                         loss_kwargs=dict(beta=2.0, gamma_beta_ratio=0.5, tau=1.0, queue_size=256, sample_size=64))
     tr.train()
     st = tr.pair_loss.state_dict()
-    print("RESULT " + json.dumps({"rank": dist.get_rank(), "size": int(st["inner.queue_size"]),
-                                  "buffer": st["inner.queue_buffer"].tolist(),
-                                  "gamma_logged": "gamma/mean" in tr.state.log_history[-2]}), flush=True)
+    # one file per rank: the two ranks share torchrun's stdout, where lines longer than a pipe's atomic
+    # write (4 KiB; the buffer is ~5 KiB of JSON) can interleave (seen once in CI: rank 0's line was lost)
+    with open(f"{sys.argv[2]}/result_{dist.get_rank()}.json", "w") as f:
+        json.dump({"rank": dist.get_rank(), "size": int(st["inner.queue_size"]),
+                   "buffer": st["inner.queue_buffer"].tolist(),
+                   "gamma_logged": "gamma/mean" in tr.state.log_history[-2]}, f)
 """)
 
 
@@ -44,12 +47,12 @@ def test_trainer_two_ranks_keep_identical_queues(tmp_path):
     script.write_text(SCRIPT)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sorted((json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines()
-                      if line.startswith("RESULT ")), key=lambda r: r["rank"])
-    assert [r["rank"] for r in results] == [0, 1]
+    files = sorted(tmp_path.glob("result_*.json"))
+    results = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["rank"])
+    assert [r["rank"] for r in results] == [0, 1], f"result files {[f.name for f in files]}"
     assert results[0]["size"] == 8 + 3 * 16, "queue = 8 warm-up draws + 3 steps x (8 pairs x 2 ranks)"
     assert results[0]["buffer"] == results[1]["buffer"], "the ranks' γ-PO queues differ"
     assert all(r["gamma_logged"] for r in results)
