@@ -43,10 +43,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import Any, Callable, Iterable
 
 __all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
-           "cache_dirs", "writable_cache_dir", "build_library", "build_first"]
+           "cache_dirs", "writable_cache_dir", "build_library", "build_first", "NativeLibrary"]
 
 #: The C++ core: ``mirror<T>`` (the solver), ``queue_step<T>`` (sample, solve, push), ``hash32``.
 #: Self-contained: only the C++ standard library and libm.
@@ -327,3 +328,38 @@ def build_first(name: str, source: str, attempts: Iterable[list[str]], bind: Cal
                 detail = detail.decode(errors="replace")
             error = f"{type(exc).__name__}: {exc} {detail[:500]}".strip()
     return None, error
+
+
+class NativeLibrary:
+    """A kernel library built and bound once per process, on first use (thread-safe).
+
+    ``load()`` runs :func:`build_first` the first time and returns its library (``None`` when it cannot
+    be built; ``error`` then says why); later calls return the same result at the cost of one attribute
+    test. ``attempts`` and ``key_extra`` are callables, evaluated only when the build runs.
+    """
+
+    def __init__(self, name: str, source: str, attempts: Callable[[], Iterable[list[str]]],
+                 bind: Callable[[pathlib.Path], Any], *, key_extra: Callable[[], str] = lambda: "",
+                 errors: tuple[type[BaseException], ...] = (OSError, subprocess.SubprocessError, AttributeError)):
+        self.name, self.source, self.attempts, self.bind = name, source, attempts, bind
+        self.key_extra, self.errors = key_extra, errors
+        self.lib: Any = None
+        self.tried = False
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """The bound library (built on first use), or ``None`` if it cannot be built."""
+        if self.tried:
+            return self.lib
+        with self._lock:
+            if not self.tried:
+                self.lib, self.error = build_first(self.name, self.source, self.attempts(), self.bind,
+                                                   key_extra=self.key_extra(), errors=self.errors)
+                self.tried = True
+        return self.lib
+
+    def fresh(self) -> "NativeLibrary":
+        """A new, not yet loaded library with the same recipe (tests swap it in to retry a build)."""
+        return NativeLibrary(self.name, self.source, self.attempts, self.bind, key_extra=self.key_extra,
+                             errors=self.errors)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from typing import Any, Callable
 
 import jax
@@ -123,12 +122,6 @@ _TARGETS = {
 }
 _SUFFIX = {"float32": "f32", "float64": "f64"}
 
-_lock = threading.Lock()
-_lib: Any = None
-_tried = False
-_error: str | None = None
-
-
 def _attempts() -> list[list[str]]:
     # -w: the FFI headers warn under g++'s -Wall-free defaults (always_inline, return-type); they are not ours
     return _native.flag_attempts(_native.host_isa(), ["-std=c++17", "-w", "-I", jax.ffi.include_dir()])
@@ -142,25 +135,25 @@ def _register(path) -> Any:
     return lib
 
 
+def _jaxlib_version() -> str:
+    import jaxlib
+
+    return f"jaxlib {jaxlib.__version__}"  # the FFI headers' version is part of the build's cache key
+
+
+#: The library, built and registered on first use (any failure, registration included: the lax path).
+_LIBRARY = _native.NativeLibrary("gammapo_jax_calibration", SOURCE, _attempts, _register, key_extra=_jaxlib_version,
+                                 errors=(Exception,))
+
+
 def load() -> Any:
     """The library with its targets registered (built and registered on first use), or ``None``."""
-    global _lib, _tried, _error
-    if _tried:
-        return _lib
-    with _lock:
-        if _tried:
-            return _lib
-        import jaxlib
-
-        _lib, _error = _native.build_first("gammapo_jax_calibration", SOURCE, _attempts(), _register,
-                                           key_extra=f"jaxlib {jaxlib.__version__}", errors=(Exception,))
-        _tried = True
-        return _lib
+    return _LIBRARY.load()
 
 
 def build_error() -> str | None:
     """Why the kernel is not available (``None`` if it is, or has not been tried yet)."""
-    return _error
+    return _LIBRARY.error
 
 
 def enabled() -> bool:
@@ -168,7 +161,7 @@ def enabled() -> bool:
     library is built (the first call builds it)."""
     if os.environ.get("GAMMAPO_DISABLE_CPU_KERNEL") == "1":
         return False
-    return (_lib if _tried else load()) is not None
+    return _LIBRARY.load() is not None
 
 
 def usable(dtype) -> bool:

@@ -33,7 +33,6 @@ import os
 import pathlib
 import platform
 import tempfile  # noqa: F401  (tests patch tempfile.gettempdir through this module)
-import threading
 from typing import Any
 
 import torch
@@ -80,12 +79,6 @@ int gammapo_queue_step_f64(double* buf, int64_t cap, const int64_t* a, const int
 }
 """
 
-_lock = threading.Lock()
-_lib: Any = None
-_tried = False
-_error: str | None = None
-
-
 def _attempts() -> list[list[str]]:
     """Compiler flags to try in turn: the widest vector ISA torch detected on this CPU first, then narrower."""
     isa = torch.backends.cpu.get_cpu_capability() if platform.machine() in ("x86_64", "AMD64") else "DEFAULT"
@@ -104,22 +97,18 @@ def _bind(path: pathlib.Path) -> Any:
     return lib
 
 
+#: The library, built on first use.
+_LIBRARY = _native.NativeLibrary("gammapo_cpu_calibration", SOURCE, _attempts, _bind)
+
+
 def load() -> Any:
-    """The loaded library (built on first use), or ``None`` if disabled or it cannot be built."""
-    global _lib, _tried, _error
-    if _tried:
-        return _lib
-    with _lock:
-        if _tried:
-            return _lib
-        _lib, _error = _native.build_first("gammapo_cpu_calibration", SOURCE, _attempts(), _bind)
-        _tried = True
-        return _lib
+    """The loaded library (built on first use), or ``None`` if it cannot be built."""
+    return _LIBRARY.load()
 
 
 def build_error() -> str | None:
     """Why the kernel is not available (``None`` if it is, or has not been tried yet)."""
-    return _error
+    return _LIBRARY.error
 
 
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # vmap/grad wrappers: no plain memory
@@ -135,7 +124,7 @@ def enabled() -> bool:
     traced by ``torch.compile``, and built (the first call builds it)."""
     if _is_compiling() or os.environ.get("GAMMAPO_DISABLE_CPU_KERNEL") == "1":
         return False
-    return (_lib if _tried else load()) is not None
+    return _LIBRARY.load() is not None
 
 
 def usable(h: torch.Tensor) -> bool:
@@ -161,7 +150,7 @@ def mirror_margins(h: torch.Tensor, *, gamma0: float, tau: float, iters: int, sh
     """:func:`gammapo_torch._calibration.mirror_margins` on all of ``h`` (float32/float64 CPU, detached)."""
     h = h.contiguous()
     out = torch.empty_like(h)
-    lib = _lib or load()
+    lib = _LIBRARY.load()
     fn = lib.gammapo_mirror_f64 if h.dtype == torch.float64 else lib.gammapo_mirror_f32
     if fn(h.data_ptr(), out.data_ptr(), h.shape[0], gamma0, tau, iters, shift is not None, shift or 0.0):
         raise MemoryError("gammapo CPU calibration kernel: out of memory")
@@ -209,7 +198,7 @@ def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift
         new_buffer = buffer.to(dtype, memory_format=torch.contiguous_format, copy=True)
     gamma = torch.empty_like(h)
     size, head, step, seed = counters
-    lib = _lib or load()
+    lib = _LIBRARY.load()
     fn = lib.gammapo_queue_step_f64 if dtype == torch.float64 else lib.gammapo_queue_step_f32
     if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
           seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,

@@ -158,9 +158,7 @@ def test_inputs_are_not_modified_and_outputs_are_fresh():
 
 
 def test_without_a_compiler_the_torch_ops_path_runs(monkeypatch, tmp_path):
-    monkeypatch.setattr(K, "_tried", False)
-    monkeypatch.setattr(K, "_lib", None)
-    monkeypatch.setattr(K, "_error", None)
+    monkeypatch.setattr(K, "_LIBRARY", K._LIBRARY.fresh())  # not yet built: the next load() builds
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("GAMMAPO_CACHE_DIR", str(tmp_path / "cache"))
     assert K.load() is None and "no-such-compiler" in K.build_error()
