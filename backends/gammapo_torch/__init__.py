@@ -40,12 +40,12 @@ On CPU the whole calibration step (hash sampling, the 19 mirror updates, the pus
 call of a small C++ kernel (:mod:`gammapo_torch._cpu_calibration`: compiled once with ``g++`` in about
 a second, cached in ``~/.cache/gammapo``, vectorised by the compiler), eagerly and, as a custom
 operator, inside ``torch.compile`` graphs. Measured on a shared 2-core CPU against the released
-code's per-step path in the same run: 28× faster at 256 gaps (33 µs against 942 µs; ratios move
-with the machine's load, because the released path's many small ops slow down more), 29×, 14× and
-12× at 64, 1024 and 4096 gaps; the op-by-op tensor path it replaces (~250 small ops, still what runs
+code's per-step path in the same run: 32× faster at 256 gaps (27.5 µs against 874 µs; ratios move
+with the machine's load, because the released path's many small ops slow down more), 34×, 20× and
+14× at 64, 1024 and 4096 gaps; the op-by-op tensor path it replaces (~250 small ops, still what runs
 on CUDA or without a C++ compiler, ``GAMMAPO_DISABLE_CPU_KERNEL=1``) runs at 0.7–1.1× the released
-speed. The training-step overhead of γ-SimPO over SimPO on the embedded tiny Llama is +1.1% (eager;
-+12.8% with the op-by-op path, +2.2% with the loss compiled, where each call's fixed cost dominates). ``benchmarks/bench_calibration_torch.py`` and ``bench_step_overhead.py`` measure this
+speed. The training-step overhead of γ-SimPO over SimPO on the embedded tiny Llama is +1.2% (eager;
++12.1% with the op-by-op path, +1.6% with the loss compiled). ``benchmarks/bench_calibration_torch.py`` and ``bench_step_overhead.py`` measure this
 (``benchmarks/results/``). No GPU was available to time the CUDA path or the Triton kernel.
 
 Value checks and synchronisation
