@@ -22,7 +22,7 @@ from gammapo_spec.validation import LENGTH_FIELDS
 
 from .tolerances import Tolerance
 
-__all__ = ["Adapter", "assert_close", "raised"]
+__all__ = ["Adapter", "assert_close", "assert_equal", "raised"]
 
 
 class Adapter:
@@ -116,6 +116,24 @@ def assert_close(actual, expected, tol: Tolerance, what: str, scale: float = 1.0
             f"{what}: {int(bad.sum())}/{bad.size} values differ beyond rtol={tol.rtol:g}, atol={tol.atol:g}*{scale:g}; "
             f"first at [{i}]: backend {a.ravel()[i]!r} vs reference {e.ravel()[i]!r} ({tol.reason})"
         )
+
+
+def assert_equal(actual, expected, what: str) -> None:
+    """``actual == expected`` exactly (shapes and every entry), with a short message.
+
+    Used instead of ``assert a.tolist() == b.tolist()``: on a failure pytest diffs the two lists with
+    ``difflib``, which is quadratic, and when the ``CI`` variable is set it does so untruncated. Hypothesis
+    replays a failing example many times while it shrinks (under ``sys.settrace`` on Python < 3.12),
+    so a mismatch on a mask of 1024 entries made one mutant run take minutes in CI instead of seconds.
+    """
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"{what}: shape {a.shape} != reference {e.shape}")
+    bad = a != e
+    if np.any(bad):
+        idx = np.flatnonzero(bad.ravel())
+        shown = ", ".join(f"[{i}]: {a.ravel()[i].item()!r} vs {e.ravel()[i].item()!r}" for i in idx[:5])
+        raise AssertionError(f"{what}: {idx.size}/{bad.size} entries differ; first {shown}")
 
 
 def raised(call: Callable[[], Any]) -> BaseException | None:

@@ -1,11 +1,14 @@
 """Run the conformance suite in a subprocess and read its JSON report (shared by the test_conf_* files).
 
-A run that does not finish in ``timeout`` seconds is killed and tried once more. The runs here take
-3–15 s (a mutant) to a few minutes (a backend) on 2 cores, but one CI run saw a mutant's run produce no output at all for 600 s (not
-reproduced in hundreds of local runs, so an environment stall rather than the suite); the second
-try keeps such a stall from failing CI, and a second timeout still fails the test. The child runs
-unbuffered with pytest's ``faulthandler_timeout``, so a stalled run leaves the stacks of its
-threads in the output that the failure message quotes.
+The child runs with ``CI`` set, as CI runs it. Two CI runs saw one mutant's run print nothing for
+minutes while it took 8 s here: with ``CI`` set, pytest diffs a failing ``list == list`` assertion
+untruncated with ``difflib``, and Hypothesis repeats the failing example (traced) while shrinking, so
+comparing masks of up to 1024 entries took minutes. The suite now compares arrays with
+``gammapo_conformance.adapters.assert_equal``, and setting ``CI`` here keeps local runs honest.
+
+A run that does not finish in ``timeout`` seconds is killed and tried once more; a second timeout
+fails the test with both output tails. The child runs unbuffered with pytest's
+``faulthandler_timeout``, so a stalled run leaves the stacks of its threads in the output.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def run_suite(backend: str, tmp_path: Path, *args: str, pythonpath: list[str] = 
     env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
+    # as on a CI machine, wherever this runs: pytest then writes assertion diffs untruncated, and
+    # Hypothesis picks its "ci" profile (a failing-example slowdown that only CI saw came from that)
+    env.setdefault("CI", "1")
     cmd = [sys.executable, "-m", "gammapo_conformance", backend, "--report-json", str(out), "-q",
            "-o", f"faulthandler_timeout={FAULTHANDLER_SECONDS}", *args]
     tails = []
