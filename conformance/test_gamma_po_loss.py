@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import gammapo_spec as R
 from gammapo_spec.dtype_policy import compute_dtype
-from gammapo_conformance._harness import batch_repro, input_scale, loss_scale, repro
+from gammapo_conformance._harness import batch_repro, gradient_scale, input_scale, loss_scale, repro
 from gammapo_conformance.strategies import batches, configs, dtypes, invalid_inputs, make_batch
 
 
@@ -56,10 +56,13 @@ def test_gamma_po_loss_gradients(conf, data, config, dtype):
     with conf.ad.precision(dtype):
         bi, rounded = conf.ad.inputs(batch.inputs, dtype)
         out, _, grads = conf.B.gamma_po_loss_and_grad(config, conf.B.init_state(config, 1), **bi)
-        want = R.loss_vjp(config, conf.ad.numpy(out.margins), **rounded)
+        margins = conf.ad.numpy(out.margins)
+        want = R.loss_vjp(config, margins, **rounded)
         assert set(grads) == set(want), f"gradient keys {sorted(grads)} != reference {sorted(want)}"
+        z = R.reward_gap(config, **rounded) - margins
+        s = input_scale(config, rounded)
         for k, g in want.items():
-            scale = float(np.max(np.abs(g))) + 1.0 / batch.n
+            scale = gradient_scale(config, g, z, s, dtype)  # max|g| + 1/N + the gap's rounding times ℓ''
             conf.close(grads[k], g, dtype, "gradients", f"gamma_po_loss: d loss / d {k}", scale=scale)
 
 

@@ -33,7 +33,7 @@ from .epsilon_dpo import (
 )
 from .interop import asarray, gamma_po_loss_and_grad, state_from_dict, state_to_dict, to_numpy
 from .gamma_po import LossOutput, gamma_po_loss, loss_metrics, loss_vjp, loss_with_margins
-from .losses import pair_loss_derivative, pair_losses, target_margins
+from .losses import pair_loss_curvature, pair_loss_derivative, pair_losses, target_margins
 from .rewards import implicit_rewards, reward_gap
 from .state import QueueState, calibrate_step, init_state
 
@@ -73,6 +73,7 @@ __all__ = [
     "loss_vjp",
     "loss_with_margins",
     "name",
+    "pair_loss_curvature",
     "pair_loss_derivative",
     "pair_losses",
     "reward_gap",

@@ -131,3 +131,33 @@ def pair_loss_derivative(config: GammaPOConfig, z) -> np.ndarray:
     if name == "ipo":
         return 2.0 * (z - 0.5) / config.beta**2
     raise AssertionError(name)
+
+
+def pair_loss_curvature(config: GammaPOConfig, z) -> np.ndarray:
+    r""":math:`d^2\ell/dz^2` of :func:`pair_losses`, written out (independent of the label smoothing ε).
+
+    ========  ==============================================================
+    dpo …     :math:`\sigma(z)\,\sigma(-z)`  (both smoothing terms contribute ε·σσ and (1−ε)·σσ)
+    robust    :math:`\sigma(z)\,\sigma(-z)`  (the (1 − 2ε) of the numerator cancels the denominator)
+    hinge     0 (the kink at z = 1 is not a curvature: :func:`pair_loss_derivative` jumps there)
+    ipo       :math:`2/\beta^2`
+    ========  ==============================================================
+
+    The conformance suite uses it to bound how far a correctly rounded gap moves a gradient: a gap off
+    by δz moves ℓ'(z) by about ℓ''(z)·δz.
+
+    Example:
+        >>> import numpy as np
+        >>> from gammapo_spec import GammaPOConfig, pair_loss_curvature
+        >>> float(pair_loss_curvature(GammaPOConfig(loss="dpo", label_smoothing=0.2), np.array([0.0]))[0])
+        0.25
+    """
+    z = np.asarray(z, dtype=np.float64)
+    name = config.base_loss
+    if name in ("dpo", "simpo", "rdpo", "robust"):
+        return sigmoid(z) * sigmoid(-z)
+    if name == "hinge":
+        return np.zeros_like(z)
+    if name == "ipo":
+        return np.full_like(z, 2.0 / config.beta**2)
+    raise AssertionError(name)

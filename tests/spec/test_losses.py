@@ -1,4 +1,4 @@
-"""pair_losses / pair_loss_derivative / target_margins: fixed values from independent formulas, and stability."""
+"""pair_losses / pair_loss_derivative / pair_loss_curvature / target_margins: fixed values from independent formulas, and stability."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gammapo_spec import BASE_LOSSES, GammaPOConfig, pair_loss_derivative, pair_losses, target_margins
+from gammapo_spec import BASE_LOSSES, GammaPOConfig, pair_loss_curvature, pair_loss_derivative, pair_losses, target_margins
 
 
 def ls(z):  # log σ(z) in plain Python, for moderate z
@@ -62,6 +62,27 @@ def test_pair_loss_derivative_matches_finite_differences(name, z, eps):
     fd = (pair_losses(cfg, np.array([z + step]))[0] - pair_losses(cfg, np.array([z - step]))[0]) / (2 * step)
     got = pair_loss_derivative(cfg, np.array([z]))[0]
     assert got == pytest.approx(fd, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", BASE_LOSSES)
+@given(z=st.floats(-30, 30), eps=st.floats(0.0, 0.45))
+def test_pair_loss_curvature_matches_finite_differences_of_the_derivative(name, z, eps):
+    if name == "hinge":
+        assume(abs(z - 1.0) > 1e-3)
+    cfg = config_for(name, eps)
+    step = 1e-5 * max(1.0, abs(z))
+    d = pair_loss_derivative(cfg, np.array([z + step, z - step]))
+    fd = (d[0] - d[1]) / (2 * step)
+    got = pair_loss_curvature(cfg, np.array([z]))[0]
+    assert got == pytest.approx(fd, rel=1e-5, abs=1e-9), f"{name}, eps={eps}: curvature {got} vs finite difference {fd}"
+
+
+def test_pair_loss_curvature_fixed_values():
+    """σ(z)σ(−z) at z = ln 3 is (3/4)(1/4) = 3/16; IPO with β = 0.5 is 2/β² = 8; hinge 0."""
+    z = np.array([np.log(3.0)])
+    assert pair_loss_curvature(GammaPOConfig(loss="simpo", label_smoothing=0.3), z)[0] == pytest.approx(3 / 16, rel=1e-14)
+    assert pair_loss_curvature(GammaPOConfig(loss="ipo", beta=0.5), z)[0] == 8.0
+    assert pair_loss_curvature(GammaPOConfig(loss="hinge"), z)[0] == 0.0
 
 
 @pytest.mark.parametrize("name", BASE_LOSSES)
