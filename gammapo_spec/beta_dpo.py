@@ -62,7 +62,11 @@ Decisions, and where they follow the released code (``trainers.py``, ``preferenc
   float64 reductions may round differently in the last bit, which matters only for two scores
   equal to ~1e-16; the conformance suite checks the mask for exact equality).
 * **Distributed training** — the code gathers Δ from all ranks for the statistics and the filter;
-  here the step sees whatever gaps it is given (pass the gathered ones to reproduce that).
+  the spec's step sees whatever gaps it is given, and a data-parallel step is defined as this step on
+  the concatenated batch of all ranks (rank order), each rank keeping its own pairs' mask and losses.
+  The torch backend does that gather itself under ``torch.distributed`` (its loss on a rank is
+  world_size · its kept losses / k, so the ranks' mean is this loss); the JAX backend does not gather
+  (gather the gaps yourself inside ``shard_map`` to get the same step).
 """
 
 from __future__ import annotations

@@ -20,6 +20,14 @@ No host synchronisation in the step: k comes from the shape, selection is a stab
 state stays on the device. The only sync is the finite-value check (one copy of a 4-element bool
 vector), which runs when ``check_values`` is true and is skipped under ``torch.compile``.
 
+Distributed: with ``torch.distributed`` initialised and more than one rank, the float64 gaps of every
+rank are all-gathered in rank order (:func:`gammapo_torch._distributed.gather_gaps`, as the γ-PO
+calibration does, equal batch sizes required), and the statistics, the kept subset and β are those of
+the global batch, as the β-DPO authors' code computes them; every rank holds the same state. Each
+rank returns its own pairs' ``losses``, ``mask`` and ``gaps``, and ``loss`` =
+world_size · Σ(own kept losses) / k_global, so the mean over ranks (what DDP's gradient averaging
+optimises) is the single-process loss on the concatenated batch.
+
 Example:
     >>> import torch
     >>> from gammapo_torch.beta_dpo import beta_dpo_step, init_beta_dpo_state
@@ -40,6 +48,7 @@ from gammapo_spec import beta_dpo as _spec
 from gammapo_spec.errors import StateError
 from gammapo_spec.validation import check_finite
 
+from ._distributed import gather_gaps, local_slice
 from ._dtypes import as_tensor, compute_dtype
 from ._hash import slot_keys, stream_key
 from ._validation import value_checks_active
@@ -128,11 +137,14 @@ def beta_dpo_step(
     momentum: float = 0.9,
     beta_min: float = 1e-3,
     check_values: bool = True,
+    process_group: Any = None,
 ) -> BetaDPOOutput:
     """:func:`gammapo_spec.beta_dpo.beta_dpo_step` on tensors (same arguments, errors and subset).
 
     Gradients flow to the four log-prob inputs through the gaps; β, the mask and the statistics are
-    detached. ``check_values=False`` skips the finite-value check (and its host sync).
+    detached. ``check_values=False`` skips the finite-value check (and its host sync). With
+    ``torch.distributed`` initialised, the step runs on every rank's gaps gathered over
+    ``process_group`` (default: the world group; module docstring).
 
     Raises:
         ConfigError, InputError, StateError: as the reference, same class and message.
@@ -155,7 +167,9 @@ def beta_dpo_step(
 
     with torch.no_grad():
         c64, r64, cr64, rr64 = (t.detach().to(torch.float64) for t in ts)
-        g64 = (c64 - cr64) - (r64 - rr64)
+        g64 = gather_gaps((c64 - cr64) - (r64 - rr64), check_sizes=value_checks_active(check_values),
+                          process_group=process_group)
+        n_local, n = n, g64.shape[0]  # the global batch from here on (n_local · world_size)
         zero = torch.zeros((), dtype=torch.float64, device=g64.device)
         # equal gaps: std exactly 0, as the reference (max == min, not the rounded formula)
         batch_std = torch.where(g64.max() == g64.min(), zero, torch.std(g64, correction=1)) if n > 1 else zero
@@ -174,9 +188,9 @@ def beta_dpo_step(
         beta = torch.clamp(b0 * (1.0 + a * (kept_mean - mean)), min=bmin)
         new_state = BetaDPOState(gap_mean=mean, gap_std=std, step=state.step + 1, seed=state.seed)
 
-    mask = mask64.to(dt)
+    mask = local_slice(mask64, n_local, process_group).to(dt)
     losses = _softplus(-beta.to(dt) * gaps)
-    loss = torch.sum(mask * losses) / k
+    loss = torch.sum(mask * losses) * (n // n_local) / k  # world_size · own kept sum / k (1 process: sum / k)
     return BetaDPOOutput(loss=loss, losses=losses, mask=mask, beta=beta, gaps=gaps, state=new_state)
 
 

@@ -9,8 +9,9 @@ Gaussian-weighted sampling around the running mean, and the batch β is
 The state (``gap_mean``, ``gap_std``, ``step``, ``seed``) lives in module buffers, so the trainer saves it
 in every checkpoint and restores it on resume. Evaluation (``update_state=False``) uses the current
 state and leaves it unchanged. Each micro-batch is one step (as in the released code). In multi-process
-training each rank keeps its own statistics from its own gaps (the released code gathers the gaps of
-all ranks first).
+training the gaps of all ranks are gathered first, as the released code does: the statistics, the kept
+subset and β are the global batch's and every rank holds the same state (equal per-rank batch sizes
+required; :mod:`gammapo_torch.beta_dpo`). ``beta/kept`` counts this rank's kept pairs.
 
 Logged metrics: ``beta/batch`` (the batch β), ``beta/kept`` (pairs kept), ``beta/gap_mean`` and
 ``beta/gap_std`` (the running statistics after the step). The implicit rewards for TRL's
