@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-SCRIPT = textwrap.dedent("""
+#: What both launched scripts share: a quiet 2-process DDP run of the tiny model (argv: output dir, result dir).
+SETUP = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(1)
     import datasets, transformers
@@ -25,17 +26,18 @@ SCRIPT = textwrap.dedent("""
     from gammapo.train.run import RunConfig, dpo_config
     from gammapo.train.task import SyntheticTask
     from gammapo.train.tiny import build_model, build_tokenizer
-    def tr_ready(args):
-        assert args.world_size == 2 and args.parallel_mode.name == "DISTRIBUTED", (args.world_size, args.parallel_mode)
-        return True
     task = SyntheticTask(); tok = build_tokenizer(task.words)
     # use_cpu at construction: without it accelerate finds no GPU and runs each process on its own
     # (DistributedType.NO: no DDP, every rank sees the whole data set)
     args = dpo_config(RunConfig(sys.argv[1], batch_size=8, max_steps=3, logging_steps=1, save_steps=0),
                       use_cpu=True, ddp_backend="gloo")
-    assert tr_ready(args)
-    tr = GammaPOTrainer(build_model(len(tok), seed=0), args=args, processing_class=tok,
-                        train_dataset=Dataset.from_list(task.pairs(96, noise=0.2, seed=1)), loss="gamma-simpo",
+    assert args.world_size == 2 and args.parallel_mode.name == "DISTRIBUTED", (args.world_size, args.parallel_mode)
+    data = Dataset.from_list(task.pairs(96, noise=0.2, seed=1))
+""")
+
+GAMMA_SIMPO = textwrap.dedent("""
+    tr = GammaPOTrainer(build_model(len(tok), seed=0), args=args, processing_class=tok, train_dataset=data,
+                        loss="gamma-simpo",
                         loss_kwargs=dict(beta=2.0, gamma_beta_ratio=0.5, tau=1.0, queue_size=256, sample_size=64))
     tr.train()
     st = tr.pair_loss.state_dict()
@@ -47,68 +49,46 @@ SCRIPT = textwrap.dedent("""
                    "gamma_logged": "gamma/mean" in tr.state.log_history[-2]}, f)
 """)
 
-
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
-def test_trainer_two_ranks_keep_identical_queues(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
-                           str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    files = sorted(tmp_path.glob("result_*.json"))
-    results = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["rank"])
-    assert [r["rank"] for r in results] == [0, 1], f"result files {[f.name for f in files]}"
-    assert results[0]["size"] == 8 + 3 * 16, "queue = 8 warm-up draws + 3 steps x (8 pairs x 2 ranks)"
-    assert results[0]["buffer"] == results[1]["buffer"], "the ranks' γ-PO queues differ"
-    assert all(r["gamma_logged"] for r in results)
-
-
-BETA_DPO_SCRIPT = textwrap.dedent("""
-    import json, sys, torch
-    torch.set_num_threads(1)
-    import datasets, transformers
-    datasets.disable_progress_bars(); transformers.logging.set_verbosity_error()
-    import torch.distributed as dist
-    from datasets import Dataset
-    from gammapo.integrations.trl import GammaPOTrainer
-    from gammapo.train.run import RunConfig, dpo_config
-    from gammapo.train.task import SyntheticTask
-    from gammapo.train.tiny import build_model, build_tokenizer
-    def tr_ready(args):
-        assert args.world_size == 2 and args.parallel_mode.name == "DISTRIBUTED", (args.world_size, args.parallel_mode)
-        return True
-    task = SyntheticTask(); tok = build_tokenizer(task.words)
-    # use_cpu at construction: without it accelerate finds no GPU and runs each process on its own
-    # (DistributedType.NO: no DDP, every rank sees the whole data set)
-    args = dpo_config(RunConfig(sys.argv[1], batch_size=8, max_steps=3, logging_steps=1, save_steps=0),
-                      use_cpu=True, ddp_backend="gloo")
-    assert tr_ready(args)
+BETA_DPO = textwrap.dedent("""
     # a reference unlike the policy: the gaps are data-dependent from the first step (with a copy of the
     # policy they start at exactly 0 on every rank, and per-rank statistics would look global)
-    tr = GammaPOTrainer(build_model(len(tok), seed=0), ref_model=build_model(len(tok), seed=1), args=args, processing_class=tok,
-                        train_dataset=Dataset.from_list(task.pairs(96, noise=0.2, seed=1)), loss="beta-dpo",
-                        loss_kwargs=dict(beta=0.1))
+    tr = GammaPOTrainer(build_model(len(tok), seed=0), ref_model=build_model(len(tok), seed=1), args=args,
+                        processing_class=tok, train_dataset=data, loss="beta-dpo", loss_kwargs=dict(beta=0.1))
     tr.train()
     st = {k: v.item() for k, v in tr.pair_loss.state_dict().items()}
     with open(f"{sys.argv[2]}/result_{dist.get_rank()}.json", "w") as f:
         json.dump({"rank": dist.get_rank(), "state": st}, f)
 """)
 
+TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
-def test_trainer_two_ranks_keep_identical_beta_dpo_statistics(tmp_path):
-    """Each rank sees different pairs; with the gaps gathered, both hold the global running mean/std."""
-    script = tmp_path / "ddp_beta.py"
-    script.write_text(BETA_DPO_SCRIPT)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+
+def train_on_two_ranks(tmp_path, body: str) -> list[dict]:
+    """Run ``SETUP + body`` under ``torchrun --nproc_per_node 2``; each rank's result file, in rank order."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SETUP + body)
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
+    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
                            str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sorted((json.loads(f.read_text()) for f in tmp_path.glob("result_*.json")), key=lambda r: r["rank"])
-    assert [r["rank"] for r in results] == [0, 1]
-    a, b = (r["state"] for r in results)
+    files = sorted(tmp_path.glob("result_*.json"))
+    results = sorted((json.loads(f.read_text()) for f in files), key=lambda r: r["rank"])
+    assert [r["rank"] for r in results] == [0, 1], f"result files {[f.name for f in files]}"
+    return results
+
+
+@needs_torchrun
+def test_trainer_two_ranks_keep_identical_queues(tmp_path):
+    results = train_on_two_ranks(tmp_path, GAMMA_SIMPO)
+    assert results[0]["size"] == 8 + 3 * 16, "queue = 8 warm-up draws + 3 steps x (8 pairs x 2 ranks)"
+    assert results[0]["buffer"] == results[1]["buffer"], "the ranks' γ-PO queues differ"
+    assert all(r["gamma_logged"] for r in results)
+
+
+@needs_torchrun
+def test_trainer_two_ranks_keep_identical_beta_dpo_statistics(tmp_path):
+    """Each rank sees different pairs; with the gaps gathered, both hold the global running mean/std."""
+    a, b = (r["state"] for r in train_on_two_ranks(tmp_path, BETA_DPO))
     assert a == b, f"the ranks' β-DPO states differ: {a} vs {b}"
     assert a["step"] == 3 and a["gap_std"] > 0.0, a
