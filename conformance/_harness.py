@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import assume
 
 import gammapo_spec as R
+from gammapo_spec.dtype_policy import compute_dtype
 
 from .adapters import Adapter, assert_close, raised
 from .tolerances import tolerance
@@ -112,9 +113,6 @@ def loss_scale(config: R.GammaPOConfig, ref, scale: float) -> float:
     return scale * max(1.0, slope)
 
 
-#: Unit roundoff of the arithmetic each input dtype is computed in (the dtype policy: half → float32).
-_COMPUTE_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-24}
-
 
 def gradient_scale(config: R.GammaPOConfig, grad: np.ndarray, z: np.ndarray, scale: float, dtype: str) -> float:
     r"""Natural size of a loss gradient for absolute tolerances.
@@ -132,5 +130,6 @@ def gradient_scale(config: R.GammaPOConfig, grad: np.ndarray, z: np.ndarray, sca
     """
     n = max(1, int(np.size(z)))
     curvature = float(np.max(R.pair_loss_curvature(config, z))) if np.size(z) else 0.0
-    c = 8.0 * _COMPUTE_ROUNDOFF[dtype] / tolerance(dtype, "gradients").atol
+    u = float(np.finfo(compute_dtype(dtype)).eps) / 2  # unit roundoff of the dtype policy's compute dtype
+    c = 8.0 * u / tolerance(dtype, "gradients").atol
     return float(np.max(np.abs(grad))) + 1.0 / n + c * scale * curvature * config.beta / n
