@@ -49,7 +49,8 @@ from typing import Any, Callable, Iterable
 __all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
            "cache_dirs", "writable_cache_dir", "build_library", "build_first", "NativeLibrary"]
 
-#: The C++ core: ``mirror<T>`` (the solver), ``queue_step<T>`` (sample, solve, push), ``hash32``.
+#: The C++ core: ``mirror<T>`` (the released solver), ``kkt<T>`` (the default solver, the arithmetic of
+#: :mod:`gammapo_spec.kkt_solver`), ``queue_step<T>`` (sample, mirror, push), ``hash32``.
 #: Self-contained: only the C++ standard library and libm.
 CALIBRATION_CORE = r"""
 // gammapo CPU calibration kernel: the shared core (see gammapo/_native.py)
@@ -212,6 +213,120 @@ static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t s
   next->head = (head + n) % cap;
   next->step = step + 1;
   free(keys); free(sel); free(work);
+  return 0;
+}
+
+// The default solver: the fixed-work KKT root-find of gammapo_spec.kkt_solver, the same arithmetic in
+// the same order, one pass per element and outer iteration (elements are independent within one).
+// Valid slots: i < cnt or i >= nc (cnt = nc = 0: all). work: 6 * L scratch values. Returns 0 or 1 (no memory).
+template <typename T>
+static T kkt_lse(const T* __restrict x, const T* __restrict vm, int64_t L) {
+  const T ninf = -(T)__builtin_inf();
+  T top = ninf;
+#pragma omp simd reduction(max : top)
+  for (int64_t i = 0; i < L; ++i) {
+    const T v = vm[i] > 0 ? x[i] : ninf;
+    top = v > top ? v : top;
+  }
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < L; ++i) s += vm[i] * ex(x[i] - top);
+  return top + lg(s);
+}
+template <typename T>
+static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt, int64_t nc, double gamma0_,
+               double tau_, int64_t k_out, int64_t k_in, int64_t infl_iters, double eps_) {
+  T* w = (T*)malloc(sizeof(T) * 7 * (L > 0 ? L : 1));
+  if (!w) return 1;
+  T* __restrict xs = w;
+  T* __restrict fs = w + L;
+  T* __restrict u = w + 2 * L;
+  T* __restrict lo = w + 3 * L;
+  T* __restrict hi = w + 4 * L;
+  T* __restrict d = w + 5 * L;
+  T* __restrict vm = w + 6 * L;
+  const T g0 = (T)gamma0_, tau = (T)tau_;
+  const T m = (T)(cnt + (L - nc)), log_m = lg(m), cap = log_m + (T)1;
+  const T slack = (T)16 * (T)eps_ * (cap + (T)1);
+  for (int64_t i = 0; i < L; ++i) vm[i] = (i < cnt || i >= nc) ? (T)1 : (T)0;
+  T bad = 0;  // NaN when a valid gap is not finite: then every margin is NaN, as in the reference
+  for (int64_t i = 0; i < L; ++i) bad += vm[i] * (h[i] - h[i]);
+  if (bad != bad) {
+    for (int64_t i = 0; i < L; ++i) out[i] = (T)__builtin_nan("");
+    free(w);
+    return 0;
+  }
+  // inflection points (y kept in lo)
+#pragma omp simd
+  for (int64_t i = 0; i < L; ++i) lo[i] = (h[i] > 0 ? h[i] : (T)0) + (T)1;
+  for (int64_t k = 0; k < infl_iters; ++k) {
+#pragma omp simd
+    for (int64_t i = 0; i < L; ++i) {
+      const T y = lo[i], hp = h[i] > (T)0 ? h[i] : (T)0;
+      const T t = (T)1 - (T)2 / (ex(y - h[i]) + (T)1);  // tanh((y - h)/2)
+      const T q = y * t - (T)1, dq = t + (T)0.5 * y * ((T)1 - t * t);
+      const T yn = y - q / dq, floor_ = (T)0.5 * hp + (T)1e-30;
+      lo[i] = yn > floor_ ? yn : floor_;
+    }
+  }
+  T s0 = 0;
+#pragma omp simd reduction(+ : s0)
+  for (int64_t i = 0; i < L; ++i) {
+    T x = lg(lo[i] / g0);
+    x = x < cap ? x : cap;
+    xs[i] = x;
+    fs[i] = tau * ((T)1 + x) + g0 * ((T)1 / ((T)1 + ex(h[i] - g0 * ex(x))));
+    u[i] = 0;
+    s0 += vm[i] * ((T)1 / ((T)1 + ex(h[i] - g0)));
+  }
+  T c_lo = tau, c_hi = tau + g0;
+  T c = tau + g0 * s0 / m;
+  c = c > c_lo ? c : c_lo;
+  c = c < c_hi ? c : c_hi;
+  for (int64_t k = 0; k < k_out; ++k) {
+    for (int64_t j = 0; j < k_in; ++j) {
+#pragma omp simd
+      for (int64_t i = 0; i < L; ++i) {
+        const T ui = u[i], x = xs[i];
+        const T cv = fs[i] - c;  // > 0: the root lies on the convex side of x*
+        const T z = g0 * ex(ui), sg = (T)1 / ((T)1 + ex(h[i] - z));
+        const T f = tau * ((T)1 + ui) + g0 * sg, df = tau + g0 * z * sg * ((T)1 - sg);
+        const T lip = ui + (c - f) / tau;
+        const T jump_cv = x < lip ? x : lip, jump_cc = x > lip ? x : lip;
+        const T newton = ui + (c - f) / df;
+        const T on_cv = f >= c ? newton : jump_cv, on_cc = f <= c ? newton : jump_cc;
+        const T un = cv > 0 ? on_cv : on_cc;
+        u[i] = un < cap ? un : cap;
+      }
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < L; ++i) {
+      const T ui = u[i];
+      const T z = g0 * ex(ui), sg = (T)1 / ((T)1 + ex(h[i] - z));
+      const T f = tau * ((T)1 + ui) + g0 * sg, df = tau + g0 * z * sg * ((T)1 - sg);
+      const T r = (c - f) / tau;
+      lo[i] = ui + (r < 0 ? r : (T)0);
+      hi[i] = ui + (r > 0 ? r : (T)0);
+      u[i] = ui + (c - f) / df;  // uncapped for the outer step (capped after it)
+      d[i] = df;
+    }
+    const T f_lo = kkt_lse<T>(lo, vm, L) - log_m, f_hi = kkt_lse<T>(hi, vm, L) - log_m;
+    if (f_lo > slack) c_hi = c;
+    else if (f_hi < -slack) c_lo = c;
+    const T total = kkt_lse<T>(u, vm, L);
+    T den = 0;
+#pragma omp simd reduction(+ : den)
+    for (int64_t i = 0; i < L; ++i) {
+      den += vm[i] * ex(u[i] - total) / d[i];
+      u[i] = u[i] < cap ? u[i] : cap;
+    }
+    const T c_new = c - (total - log_m) / den;
+    c = (c_new >= c_lo && c_new <= c_hi) ? c_new : (T)0.5 * (c_lo + c_hi);
+  }
+  const T shift = kkt_lse<T>(u, vm, L) - log_m;
+#pragma omp simd
+  for (int64_t i = 0; i < L; ++i) out[i] = vm[i] * (g0 * ex(u[i] - shift));
+  free(w);
   return 0;
 }
 """

@@ -48,38 +48,58 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma-beta-ratio", type=float, default=0.4, help="γ0/β (default 0.4); γ0 = β·ratio")
     p.add_argument("--tau", type=float, default=10.0, help="τ, the entropy weight (default 10)")
     p.add_argument("--iters", type=int, default=20, help="mirror-descent iterations (default 20)")
-    p.add_argument("--solver", choices=["mirror", "exact", "both"], default="both")
+    p.add_argument("--solver", choices=["exact", "mirror", "both"], default="both",
+                   help="exact: the minimiser (the default solver everywhere); mirror: the released arithmetic; "
+                        "both (default here): side by side")
     p.add_argument("--backend", default="numpy", help="backend to calibrate with (default: the reference)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    import warnings
+
     import numpy as np
 
     import gammapo
-    from gammapo_spec import GammaPOConfig, calibration_objective, kkt_residual
+    from gammapo_spec import ConfigError, GammaPOConfig, calibration_objective, kkt_residual
+    from gammapo_spec.calibration import log_spread, mirror_unreliable, spread_bound
+    from gammapo_spec.errors import SolverRegimeWarning
 
-    cfg = GammaPOConfig(
-        loss="gamma-simpo", beta=args.beta, gamma_beta_ratio=args.gamma_beta_ratio, tau=args.tau,
-        iters=args.iters, calibration="batch",
-    )
-    backend = gammapo.get_backend(args.backend)
+    try:
+        cfg = GammaPOConfig(
+            loss="gamma-simpo", beta=args.beta, gamma_beta_ratio=args.gamma_beta_ratio, tau=args.tau,
+            iters=args.iters, calibration="batch",
+        )
+    except ConfigError as exc:
+        print(f"gammapo calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        backend = gammapo.get_backend(args.backend)
+    except Exception as exc:  # an unknown name, or a framework that is not installed
+        print(f"gammapo calibrate: error: {exc}", file=sys.stderr)
+        return 2
     gaps = np.asarray(args.gaps, dtype=np.float64)
-    solvers = ["mirror", "exact"] if args.solver == "both" else [args.solver]
+    solvers = ["exact", "mirror"] if args.solver == "both" else [args.solver]
+    kappa = cfg.gamma0 ** 2 / (8.0 * cfg.tau)
     result: dict[str, object] = {
         "backend": backend.name,
         "gamma0": cfg.gamma0,
         "tau": cfg.tau,
+        "kappa": kappa,
         "iters": cfg.iters,
         "gaps": gaps.tolist(),
+        "spread_bound": spread_bound(cfg.gamma0, cfg.tau),
     }
+    order = np.argsort(gaps, kind="stable")
     for solver in solvers:
-        gamma = backend.to_numpy(
-            backend.calibrate_margins(
-                backend.asarray(gaps), gamma0=cfg.gamma0, tau=cfg.tau, solver=solver, iters=cfg.iters
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SolverRegimeWarning)  # said once below, in the user's words
+            gamma = backend.to_numpy(
+                backend.calibrate_margins(
+                    backend.asarray(gaps), gamma0=cfg.gamma0, tau=cfg.tau, solver=solver, iters=cfg.iters
+                )
             )
-        )
         result[solver] = {
             "margins": gamma.tolist(),
             "mean": float(gamma.mean()),
@@ -87,12 +107,21 @@ def _run_calibrate(args: argparse.Namespace) -> int:
             "kkt_residual": kkt_residual(gaps, gamma, gamma0=cfg.gamma0, tau=cfg.tau)
             if cfg.gamma0 > 0 and np.all(gamma > 0)
             else None,
+            "monotone": bool(np.all(np.diff(gamma[order]) >= -1e-9 * max(cfg.gamma0, 1e-300))),
+            "log_spread": log_spread(gamma),
         }
+    if "mirror" in solvers and mirror_unreliable(cfg.gamma0, cfg.tau, cfg.iters):
+        print(f"warning: the mirror solver (the released arithmetic) does not converge at these settings "
+              f"(kappa = gamma0^2/(8 tau) = {kappa:.3g}, tau = {cfg.tau:g}; reliable for kappa <= 0.5 and "
+              "tau >= 0.5): use the exact solver", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    names = {"exact": "exact (the minimiser, the default solver)", "mirror": "mirror (the released arithmetic)"}
     print(f"γ-PO margin calibration ({backend.name} backend): γ0 = β·ratio = {cfg.gamma0:g}, τ = {cfg.tau:g}, "
-          f"M = {gaps.size} gaps, mirror iterations K = {cfg.iters}")
+          f"κ = γ0²/(8τ) = {kappa:.3g}, M = {gaps.size} gaps")
+    print("solver" + ("s" if len(solvers) > 1 else "") + ": " + "; ".join(
+        names[s] + (f", K = {cfg.iters} iterations" if s == "mirror" else "") for s in solvers))
     head = f"{'pair':>4}  {'gap h':>9}" + "".join(f"  {'γ ' + s:>11}" for s in solvers)
     if len(solvers) == 2:
         head += f"  {'|Δγ|':>9}"
@@ -105,9 +134,16 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     for s in solvers:
         r = result[s]
         kkt = "n/a" if r["kkt_residual"] is None else f"{r['kkt_residual']:.2e}"
-        print(f"{s:>6}: mean γ = {r['mean']:.12f}  objective = {r['objective']:.12f}  KKT residual = {kkt}")
-    print("Confident pairs (large h) get larger margins, ambiguous or flipped pairs (small or negative h) smaller "
-          "ones; the mean stays γ0.")
+        print(f"{s:>6}: mean γ = {r['mean']:.12f}  objective = {r['objective']:.12f}  KKT residual = {kkt}  "
+              f"log(γmax/γmin) = {r['log_spread']:.4g}")
+    print(f"KKT bound on the spread: log(γmax/γmin) < γ0/τ = {result['spread_bound']:.4g}")
+    for s in solvers:
+        if result[s]["monotone"]:
+            print(f"{s}: confident pairs (large h) get larger margins, ambiguous or flipped pairs (small or negative h) "
+                  "smaller ones; the mean stays γ0.")
+        else:
+            print(f"{s}: the margins are NOT monotone in the gaps here (a larger gap got a smaller margin): "
+                  "this iterate is not the minimiser.")
     return 0
 
 

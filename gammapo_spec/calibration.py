@@ -26,7 +26,20 @@ minimiser satisfies, for one multiplier :math:`c`,
 
 Two solvers
 -----------
-``"mirror"`` (the default) is the released code's exponentiated-gradient arithmetic, step for step:
+``"exact"`` (the default) returns the minimiser: the KKT system above solved by the fixed-work
+root-find of :mod:`gammapo_spec.kkt_solver`, written once and shared by every backend (no host
+synchronisation, a static amount of work that depends on γ0/τ only). Its margins are within
+:data:`gammapo_spec.kkt_solver.TOLERANCE` · γ0 of the minimiser in float64, monotone in the gaps
+(a larger gap gets a larger margin: the KKT conditions force it), permutation-equivariant, with
+mean γ0. By the KKT conditions every :math:`u_i = \log(\gamma_i/\gamma_0)` lies in
+:math:`((c - \gamma_0)/\tau - 1,\; c/\tau - 1)`, an interval of width γ0/τ, so
+
+.. math:: \gamma_{\max}/\gamma_{\min} < e^{\gamma_0/\tau}
+
+(:func:`spread_bound`): at the released τ = 10, γ0 = 4 the margins move at most ±20% around γ0.
+
+``"mirror"`` is the released code's exponentiated-gradient arithmetic, step for step (what reproduces
+the paper):
 
 .. code-block:: text
 
@@ -40,26 +53,28 @@ Two solvers
 The normalisation is evaluated in the log domain (``log p − η g − logsumexp(log p − η g)``), which is
 the same arithmetic up to rounding but cannot turn into 0/0 when every ``exp(−η g_j)`` underflows.
 
-``"exact"`` returns the true minimiser (KKT residual ≤ 1e-10 in float64, see :func:`kkt_residual`).
-
-How far apart they are (measured by ``python -m benchmarks.solver_agreement``, whose table is in
-``benchmarks/results/solver_agreement.md``): the mirror iterate is K − 1 = 19 steps with a fixed step
-η = min(0.5/τ, 1), and the curvature its step has to match grows like γ0²/τ. Empirically, with
+How far the mirror iterate is from the minimiser (measured by ``python -m benchmarks.solver_agreement``,
+whose table is in ``benchmarks/results/solver_agreement.md``): the iterate is K − 1 = 19 steps with a
+fixed step η = min(0.5/τ, 1), and the curvature its step has to match grows like γ0²/τ. With
 :math:`\kappa = \gamma_0^2/(8\tau)`:
 
 * τ ≥ 0.5 and κ ≤ 0.4: the two agree to ≤ 2e-6 · γ0 for Gaussian gaps of any scale (0.3 to 100).
   Every released recipe is in this regime (κ = 0.2 Llama-3, 0.16 Gemma-2, 0.002 Mistral, 0.375 Qwen-2.5);
 * κ ≈ 0.5 – 1.3 (e.g. γ0 = 4–5 at τ = 3, or γ0 = τ = 10): 1e-3 to ~0.4 · γ0;
 * κ > 1.5 or τ < 0.5 (η capped at 1, so the entropy step ητ = τ is small): the iterate is far from
-  converged, often by more than γ0 itself.
+  converged, often by more than γ0 itself, and its margins need not be monotone in the gaps.
 
-The default stays ``"mirror"`` because it is what the paper's results were produced with; choose
-``"exact"`` outside the first regime.
+So asking for ``"mirror"`` with κ > :data:`MIRROR_KAPPA_MAX` or τ < :data:`MIRROR_TAU_MIN` warns
+(:class:`~gammapo_spec.errors.SolverRegimeWarning`, once per setting) and names ``"exact"``.
 
 Tiny τ: below τ ≈ γ0/700 the minimiser's smallest margins are smaller than float64 can represent
 (:math:`u_i < -745`). The exact solver works in the log domain throughout, so it still solves the
 problem; those γ_i round to exactly 0 (their log-ratios are available from
 :func:`exact_log_margins`, which never underflows).
+
+:func:`exact_log_margins` is the adaptive reference the default solver is tested against: nested
+safeguarded Newton iterations that stop on convergence (KKT residual ≤ 1e-10 in float64). It runs on
+the host with data-dependent loop counts, so it is a check, not a backend path.
 """
 
 from __future__ import annotations
@@ -68,13 +83,23 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+import warnings
+
+from .errors import ConfigError, InputError, SolverRegimeWarning
+from .kkt_solver import kkt_margins
 from .numerics import logsumexp, sigmoid
 from .validation import check_finite, check_gaps_shape
 
 __all__ = [
     "MIRROR_EPS",
+    "MIRROR_KAPPA_MAX",
+    "MIRROR_TAU_MIN",
     "calibrate_margins",
+    "kkt_margins",
+    "spread_bound",
+    "log_spread",
+    "mirror_unreliable",
+    "warn_mirror_regime",
     "mirror_margins",
     "exact_margins",
     "exact_log_margins",
@@ -85,10 +110,68 @@ __all__ = [
 
 #: The ε inside the log of the released mirror-descent gradient.
 MIRROR_EPS = 1e-10
+#: The mirror iterate is reliable for κ = γ0²/(8τ) up to this value (and τ ≥ :data:`MIRROR_TAU_MIN`).
+MIRROR_KAPPA_MAX = 0.5
+#: Below this τ the mirror step η is capped at 1 and the iterate does not converge in 19 steps.
+MIRROR_TAU_MIN = 0.5
+
+_WARNED: set[tuple[float, float]] = set()
 
 
-def check_calibration_args(gamma0, tau, solver: str = "mirror", iters=20) -> None:
+def mirror_unreliable(gamma0: float, tau: float, iters: int = 20) -> bool:
+    """Whether the released mirror arithmetic is outside the regime where it reaches the minimiser.
+
+    Example:
+        >>> mirror_unreliable(4.0, 10.0), mirror_unreliable(4.0, 1.0), mirror_unreliable(0.2, 0.1)
+        (False, True, True)
+    """
+    if iters < 2 or gamma0 == 0:
+        return False  # K = 1 returns γ0 everywhere; γ0 = 0 returns 0: both exactly what is asked
+    return gamma0 * gamma0 / (8.0 * tau) > MIRROR_KAPPA_MAX or tau < MIRROR_TAU_MIN
+
+
+def warn_mirror_regime(gamma0: float, tau: float, iters: int = 20) -> None:
+    """Warn once per (γ0, τ) when ``solver="mirror"`` runs where it does not converge."""
+    gamma0, tau = float(gamma0), float(tau)
+    if not mirror_unreliable(gamma0, tau, iters) or (gamma0, tau) in _WARNED:
+        return
+    _WARNED.add((gamma0, tau))
+    kappa = gamma0 * gamma0 / (8.0 * tau)
+    why = f"kappa = gamma0^2/(8 tau) = {kappa:.3g} > {MIRROR_KAPPA_MAX}" if kappa > MIRROR_KAPPA_MAX else (
+        f"tau = {tau:g} < {MIRROR_TAU_MIN}")
+    warnings.warn(
+        f"solver='mirror' (the released arithmetic) does not converge at gamma0={gamma0:g}, tau={tau:g} "
+        f"({why}): its margins can be far from the minimiser and need not grow with the gap; "
+        "use solver='exact' (the default)",
+        SolverRegimeWarning,
+        stacklevel=3,
+    )
+
+
+def spread_bound(gamma0: float, tau: float) -> float:
+    r"""The KKT bound on the spread of the margins: :math:`\log(\gamma_{\max}/\gamma_{\min}) < \gamma_0/\tau`.
+
+    Example:
+        >>> spread_bound(4.0, 10.0)
+        0.4
+    """
+    return float(gamma0) / float(tau)
+
+
+def log_spread(margins) -> float:
+    r"""The realised :math:`\log(\gamma_{\max}/\gamma_{\min})` of positive margins (0 for γ0 = 0)."""
+    gamma = np.asarray(margins, dtype=np.float64)
+    if gamma.size == 0 or float(np.max(gamma)) <= 0.0:
+        return 0.0
+    low = float(np.min(gamma))
+    return math.inf if low <= 0.0 else math.log(float(np.max(gamma)) / low)
+
+
+def check_calibration_args(gamma0, tau, solver: str = "exact", iters=20) -> None:
     """Validate the hyper-parameters of :func:`calibrate_margins` (shared by every backend).
+
+    Warns (:class:`~gammapo_spec.errors.SolverRegimeWarning`, once per setting) when ``solver="mirror"``
+    is asked for where it does not converge.
 
     Raises:
         ConfigError: naming ``gamma0``, ``tau``, ``solver`` or ``iters``.
@@ -99,6 +182,8 @@ def check_calibration_args(gamma0, tau, solver: str = "mirror", iters=20) -> Non
     _check_real("tau", tau, low=0.0, low_open=True)
     _check_choice("solver", solver, SOLVERS)
     _check_int("iters", iters, low=1)
+    if solver == "mirror":
+        warn_mirror_regime(gamma0, tau, iters)
 
 
 def calibrate_margins(
@@ -106,7 +191,7 @@ def calibrate_margins(
     *,
     gamma0: float,
     tau: float,
-    solver: str = "mirror",
+    solver: str = "exact",
     iters: int = 20,
     check_values: bool = True,
 ) -> np.ndarray:
@@ -121,7 +206,8 @@ def calibrate_margins(
         gaps: ``[M]`` reward gaps h (M ≥ 1), in reward units (already multiplied by β).
         gamma0: γ0 ≥ 0, the mean margin.
         tau: τ > 0, the entropy weight.
-        solver: ``"mirror"`` (released arithmetic, default) or ``"exact"`` (true minimiser).
+        solver: ``"exact"`` (the minimiser, default; :mod:`gammapo_spec.kkt_solver`) or ``"mirror"``
+            (the released arithmetic; warns outside its regime).
         iters: K ≥ 1 mirror iterations (ignored by ``"exact"``); K = 1 returns γ0 everywhere.
         check_values: raise on non-finite gaps (otherwise NaN propagates to every margin).
 
@@ -138,6 +224,8 @@ def calibrate_margins(
         >>> gamma = calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0)
         >>> np.round(gamma, 4).tolist(), round(float(gamma.mean()), 12)
         ([1.2806, 0.9621, 0.7573], 1.0)
+        >>> np.round(calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0, solver="mirror"), 4).tolist()
+        [1.2806, 0.9621, 0.7573]
 
     References:
         Sun et al., *Robust Preference Optimization via Dynamic Target Margins*, ACL 2025 Findings
@@ -150,7 +238,7 @@ def calibrate_margins(
         check_finite("gaps", bool(np.all(np.isfinite(h))))
     if solver == "mirror":
         return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters)
-    return exact_margins(h, gamma0=gamma0, tau=tau)
+    return kkt_margins(h, gamma0=float(gamma0), tau=float(tau))
 
 
 def mirror_margins(gaps: np.ndarray, *, gamma0: float, tau: float, iters: int = 20) -> np.ndarray:
@@ -251,7 +339,7 @@ def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
 
 
 def exact_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:
-    """The exact minimiser γ = γ0 · exp(u) (no validation; see :func:`calibrate_margins`)."""
+    """The adaptive reference minimiser γ = γ0 · exp(u) (no validation; the check of the default solver)."""
     h = np.asarray(gaps, dtype=np.float64)
     if gamma0 == 0:
         return np.zeros(h.shape[0])

@@ -42,8 +42,9 @@ LOSS_NAMES: tuple[str, ...] = BASE_LOSSES + tuple(f"gamma-{name}" for name in BA
 REFERENCE_FREE_LOSSES: frozenset[str] = frozenset({"simpo"})
 #: Losses that accept ``label_smoothing`` (the cDPO form; for ``robust`` it is the flip rate ε).
 SMOOTHED_LOSSES: frozenset[str] = frozenset({"dpo", "simpo", "rdpo", "robust"})
-#: Calibration solvers: the released mirror-descent arithmetic, or the exact minimiser.
-SOLVERS: tuple[str, ...] = ("mirror", "exact")
+#: Calibration solvers: the minimiser (fixed-work KKT root-find, the default), or the released
+#: mirror-descent arithmetic (what reproduces the paper; unreliable outside its regime).
+SOLVERS: tuple[str, ...] = ("exact", "mirror")
 #: Where the calibration set comes from.
 CALIBRATION_MODES: tuple[str, ...] = ("batch", "queue")
 
@@ -69,9 +70,10 @@ class GammaPOConfig:
         gamma_beta_ratio: γ0/β ≥ 0. The base target margin γ0 = β · ratio is the SimPO margin and
             the mean of the calibrated margins.
         tau: τ > 0, the entropy weight of the calibration (τ → ∞ gives γ_i = γ0 for every pair).
-        solver: ``"mirror"`` (the released arithmetic, the default) or ``"exact"`` (the true
-            minimiser); see :func:`gammapo_spec.calibrate_margins`.
-        iters: K ≥ 1, mirror-descent iterations (the released code uses 20).
+        solver: ``"exact"`` (the minimiser of the calibration problem, the default) or ``"mirror"``
+            (the released arithmetic, bit-faithful; it warns where it does not converge:
+            κ = γ0²/(8τ) > 0.5 or τ < 0.5); see :func:`gammapo_spec.calibrate_margins`.
+        iters: K ≥ 1, mirror-descent iterations (the released code uses 20; ``"mirror"`` only).
         calibration: ``"queue"`` (the paper's Algorithm 2: current gaps plus a sample of recent
             ones) or ``"batch"`` (the current batch only; needs no state).
         queue_size: capacity of the queue of recent gaps (≥ 1).
@@ -104,7 +106,7 @@ class GammaPOConfig:
     beta: float = 10.0
     gamma_beta_ratio: float = 0.4
     tau: float = 10.0
-    solver: str = "mirror"
+    solver: str = "exact"
     iters: int = 20
     calibration: str = "queue"
     queue_size: int = 2048
@@ -122,6 +124,10 @@ class GammaPOConfig:
         _check_real("tau", self.tau, low=0.0, low_open=True)
         _check_choice("solver", self.solver, SOLVERS)
         _check_int("iters", self.iters, low=1)
+        if self.solver == "mirror" and self.dynamic_margins:
+            from .calibration import warn_mirror_regime
+
+            warn_mirror_regime(self.gamma0, self.tau, self.iters)
         _check_choice("calibration", self.calibration, CALIBRATION_MODES)
         _check_int("queue_size", self.queue_size, low=1)
         _check_int("sample_size", self.sample_size, low=1)

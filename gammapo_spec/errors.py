@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "StateError",
+    "SolverRegimeWarning",
 ]
 
 
@@ -42,3 +43,7 @@ class InputError(GammaPOError, ValueError):
 
 class StateError(GammaPOError, ValueError):
     """A calibration state does not fit the config it is used with, or is malformed."""
+
+
+class SolverRegimeWarning(UserWarning):
+    """A solver is asked to run where it is unreliable (it still runs; the message names the alternative)."""

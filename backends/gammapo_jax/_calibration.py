@@ -24,11 +24,9 @@ queue fills up): the candidate set has a fixed size and the first S candidates a
   carried as (log p, p) with one ``exp`` per entry and, when it is safe, a fixed shift in the
   logsumexp instead of max(w) (one reduction per update instead of two; see :func:`mirror_log_p`).
 
-* ``"exact"`` — the KKT system :math:`\tau(1 + u_i) + \gamma_0\sigma(\gamma_0 e^{u_i} - h_i) = c`,
-  :math:`\frac1M\sum_i e^{u_i} = 1` solved as the reference does (outer safeguarded Newton on c,
-  inner vectorised safeguarded Newton on u), each a ``lax.while_loop`` that stops on the
-  reference's convergence tests (capped at 300 iterations, as the reference). In float32 the
-  tolerances scale with float32's epsilon.
+* ``"exact"`` (the default) — the minimiser, by the fixed-work KKT root-find written once in
+  :mod:`gammapo_spec.kkt_solver` (this module supplies the ``lax`` adapter :class:`JaxOps`): static
+  ``lax.fori_loop`` counts from γ0/τ, no data-dependent loop, masked like the mirror solver.
 
 Everything here is ``stop_gradient``-ed by the callers: margins are constants for the policy
 gradient, so the loops are never differentiated.
@@ -43,17 +41,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+from gammapo_spec.kkt_solver import iteration_plan, kkt_log_margins
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _cpu_kernel
 from ._dtypes import compute_dtype, concrete_all, to_jax
 
 __all__ = ["calibrate_margins", "solve", "solve_all", "mirror_log_p", "exact_log_margins", "kkt_residual"]
-
-#: Iteration caps of the exact solver's loops (the reference's caps).
-EXACT_MAX_OUTER = 300
-EXACT_MAX_INNER = 300
-
 
 def _sigmoid(z):
     return jax.nn.sigmoid(z)
@@ -139,90 +133,35 @@ def static_normaliser(gamma0, tau, length: int, dtype) -> str:
     return "max" if eta_gamma0 >= bound else "auto"
 
 
-def _spacing(x):
-    return jnp.nextafter(x, jnp.asarray(jnp.inf, x.dtype)) - x
+class JaxOps:
+    """The array adapter of :func:`gammapo_spec.kkt_solver.kkt_log_margins` for JAX (loops as ``lax.fori_loop``)."""
+
+    exp, log, tanh, where = jnp.exp, jnp.log, jnp.tanh, jnp.where
+    minimum, maximum, sum, max = jnp.minimum, jnp.maximum, jnp.sum, jnp.max
+    sigmoid = staticmethod(jax.nn.sigmoid)
+
+    @staticmethod
+    def eps(x) -> float:
+        return float(jnp.finfo(x.dtype).eps)
+
+    @staticmethod
+    def loop(n, body, carry):
+        return lax.fori_loop(0, n, lambda _, c: body(c), carry)
 
 
-def exact_log_margins(h, valid, count, *, gamma0, tau):
-    r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` (γ0 > 0), masked.
+def exact_log_margins(h, valid, count, *, gamma0, tau, plan: tuple[int, int]):
+    r"""Log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` of the minimiser (γ0 > 0), masked (invalid: −∞).
 
-    A line-by-line port of :func:`gammapo_spec.exact_log_margins` to ``lax.while_loop``:
-    bracket :math:`c \in (\tau, \tau + \gamma_0)`; for each c the inner Newton/bisection finds
-    :math:`u(c)` entrywise in :math:`((c - \gamma_0)/\tau - 1,\; \min(c/\tau - 1, \log M + 1))`;
-    the outer Newton/bisection drives :math:`\operatorname{logsumexp}(u) - \log M` to zero.
-    Entries with ``valid == False`` are ignored (their u is meaningless).
+    The fixed-work solver written once in :mod:`gammapo_spec.kkt_solver`, on ``lax`` ops (its loops
+    are ``lax.fori_loop`` with the static counts ``plan``, from
+    :func:`gammapo_spec.kkt_solver.iteration_plan` of the Python hyper-parameters).
     """
-    dtype = h.dtype
-    rel_tol = max(1e-15, 4.0 * float(jnp.finfo(dtype).eps))
-    log_m = jnp.log(count)
-    u_cap = log_m + 1.0
-
-    def inner(c, u_start):
-        hi0 = jnp.minimum(c / tau - 1.0, u_cap)
-        lo0 = jnp.minimum((c - gamma0) / tau - 1.0, hi0)
-        lo = jnp.full_like(h, lo0)
-        hi = jnp.full_like(h, hi0)
-        u = jnp.clip(u_start, lo, hi)
-
-        def cond(s):
-            it, _, _, _, _, _, done = s
-            return (~done) & (it < EXACT_MAX_INNER)
-
-        def body(s):
-            it, u, lo, hi, step, step_old, _ = s
-            gamma = gamma0 * jnp.exp(u)
-            sg = _sigmoid(gamma - h)
-            g = tau * (1.0 + u) + gamma0 * sg - c
-            dg = tau + gamma0 * gamma * sg * (1.0 - sg)
-            hi = jnp.where(g > 0, u, hi)
-            lo = jnp.where(g <= 0, u, lo)
-            newton = u - g / dg
-            # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
-            use_newton = (newton > lo) & (newton < hi) & (jnp.abs(newton - u) <= 0.5 * jnp.abs(step_old))
-            u_new = jnp.where(use_newton, newton, 0.5 * (lo + hi))
-            tol = rel_tol * (1.0 + jnp.abs(u))
-            done = jnp.all((jnp.abs(u_new - u) <= tol) | (hi - lo <= tol) | ~valid)
-            return it + 1, u_new, lo, hi, u_new - u, step, done
-
-        init = (jnp.int32(0), u, lo, hi, hi - lo, hi - lo, jnp.bool_(False))
-        u = lax.while_loop(cond, body, init)[1]
-        gamma = gamma0 * jnp.exp(u)
-        sg = _sigmoid(gamma - h)
-        return u, tau + gamma0 * gamma * sg * (1.0 - sg)
-
-    def cond(s):
-        it, _, _, _, _, _, _, stop = s
-        return (~stop) & (it < EXACT_MAX_OUTER)
-
-    def body(s):
-        it, c, c_lo, c_hi, step, step_old, u, _ = s
-        u, dg = inner(c, u)
-        lse = _masked_logsumexp(u, valid)
-        f = lse - log_m
-        c_hi = jnp.where(f > 0, c, c_hi)
-        c_lo = jnp.where(f > 0, c_lo, c)
-        converged = (f == 0) | (c_hi - c_lo <= 4.0 * _spacing(c))
-        df = jnp.sum(jnp.where(valid, jnp.exp(u - lse) / dg, 0.0))
-        c_new = jnp.where(df > 0, c - f / jnp.where(df > 0, df, 1.0), c_lo)
-        # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
-        bisect = ~((c_lo < c_new) & (c_new < c_hi)) | (jnp.abs(c_new - c) > 0.5 * jnp.abs(step_old))
-        c_new = jnp.where(bisect, 0.5 * (c_lo + c_hi), c_new)
-        stop = converged | (c_new == c)
-        return it + 1, jnp.where(stop, c, c_new), c_lo, c_hi, c_new - c, step, u, stop
-
-    c_lo = jnp.asarray(tau, dtype)
-    c_hi = jnp.asarray(tau + gamma0, dtype)  # γ0 = 0 gives an empty bracket: one pass, then γ = 0
-    init = (jnp.int32(0), 0.5 * (c_lo + c_hi), c_lo, c_hi, c_hi - c_lo, c_hi - c_lo, jnp.zeros_like(h),
-            jnp.bool_(False))
-    u = lax.while_loop(cond, body, init)[6]
-    # The reference's last step: a uniform shift that removes the outer iteration's residual in
-    # logsumexp(u) = log M, so mean(γ) = γ0 to rounding even where the outer loop stopped early
-    # (kept as a guard; the rtsafe rule now also converges when an extreme gap pins u_i at the cap).
-    return u - (_masked_logsumexp(u, valid) - log_m)
+    return kkt_log_margins(JaxOps, h, valid, count, gamma0=gamma0, tau=tau, plan=plan)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser"))
-def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normaliser: str = "auto"):
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "plan"))
+def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normaliser: str = "auto",
+          plan: tuple[int, int] | None = None):
     r"""Margins γ of the valid entries of ``h`` (0 elsewhere), no validation, no gradient.
 
     ``gamma0`` and ``tau`` are traced (a sweep over them compiles once per shape); ``solver`` and
@@ -233,6 +172,8 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
         gamma0: γ0 ≥ 0; tau: τ > 0 (scalars, cast to h's dtype).
         count: the number of valid entries if the caller already has it (else ``sum(valid)``).
         normaliser: the mirror update's logsumexp shift, static (:func:`mirror_log_p`).
+        plan: the exact solver's static ``(outer, inner)`` iteration counts
+            (:func:`gammapo_spec.kkt_solver.iteration_plan` of the hyper-parameters; required for it).
 
     Returns:
         ``[L]`` margins in h's dtype: the calibration of the valid entries (M = their number).
@@ -247,25 +188,27 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
         log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters, normaliser=normaliser)
         gamma = gamma0 * count * jnp.exp(log_p)
     else:
-        u = exact_log_margins(h, valid, count, gamma0=gamma0, tau=tau)
+        if plan is None:
+            raise ValueError("the exact solver needs its static iteration plan (iteration_plan(gamma0, tau))")
+        u = exact_log_margins(h, valid, count, gamma0=jnp.where(gamma0 > 0, gamma0, 1.0), tau=tau, plan=plan)
         gamma = gamma0 * jnp.exp(u)
     return jnp.where(valid & (gamma0 > 0), gamma, jnp.zeros_like(gamma))
 
 
-def solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str = "auto"):
+def solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str = "auto", plan=None):
     """Margins of every entry of ``h`` (batch mode): :func:`solve` with every entry valid, except that the
     mirror solver on a CPU runs as one call of the compiled kernel (:mod:`gammapo_jax._cpu_kernel`)
     when it is available (decided here, at trace time, and part of the jit cache key)."""
     kernel = solver == "mirror" and _cpu_kernel.usable(h.dtype)
-    return _solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, kernel=kernel)
+    return _solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, kernel=kernel, plan=plan)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "kernel"))
-def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kernel: bool):
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "kernel", "plan"))
+def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kernel: bool, plan):
     valid = jnp.ones(h.shape, dtype=bool)
 
     def lax_path(h, gamma0, tau):
-        return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
+        return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, plan=plan)
 
     if not kernel:
         return lax_path(h, gamma0, tau)
@@ -277,7 +220,7 @@ def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kern
     return _cpu_kernel.on_cpu(kernel_path, lax_path, h, jnp.asarray(gamma0, dtype), jnp.asarray(tau, dtype))
 
 
-def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror", iters: int = 20,
+def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "exact", iters: int = 20,
                       check_values: bool = True):
     r"""Per-pair target margins γ for a calibration set of reward gaps (JAX; see the spec).
 
@@ -288,7 +231,8 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror"
 
     Args:
         gaps: ``[M]`` reward gaps (M ≥ 1); float64/float32 compute in their dtype, half in float32.
-        gamma0: γ0 ≥ 0; tau: τ > 0; solver: ``"mirror"`` or ``"exact"``; iters: K ≥ 1 (mirror).
+        gamma0: γ0 ≥ 0; tau: τ > 0; solver: ``"exact"`` (the minimiser, default) or ``"mirror"``
+            (the released arithmetic; warns outside its regime); iters: K ≥ 1 (mirror).
         check_values: raise on non-finite gaps when the values are concrete (skipped under
             ``jax.jit``/``jax.vmap``, where NaN propagates to every margin as in the reference).
 
@@ -315,7 +259,8 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "mirror"
         if ok is not None:
             check_finite("gaps", ok)
     normaliser = static_normaliser(gamma0, tau, h.shape[-1], h.dtype)
-    return solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser)
+    plan = iteration_plan(float(gamma0), float(tau)) if float(gamma0) > 0 else (1, 1)
+    return solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, plan=plan)
 
 
 def kkt_residual(gaps, margins, *, gamma0: float, tau: float):

@@ -51,6 +51,7 @@ import numpy as np
 import gammapo_spec
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
+from gammapo_spec.kkt_solver import iteration_plan
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _cpu_kernel, _hash
@@ -270,7 +271,9 @@ def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
 
 def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
     normaliser = static_normaliser(config.gamma0, config.tau, length, dtype)
-    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser)
+    plan = iteration_plan(config.gamma0, config.tau) if config.gamma0 > 0 else (1, 1)
+    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser,
+                plan=plan)
 
 
 def _lax_queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array, c: int) -> tuple[jax.Array, QueueState]:

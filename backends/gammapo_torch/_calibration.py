@@ -7,7 +7,12 @@ The problem and both solvers are those of :mod:`gammapo_spec.calibration`:
     \min_{p \in \Delta_M}\; \frac{1}{M}\sum_{i} -\log\sigma(h_i - \gamma_i)
         + \tau \sum_i p_i \log(M p_i), \qquad \gamma_i = \gamma_0 M p_i .
 
-``solver="mirror"`` (default) runs the released exponentiated-gradient arithmetic, K − 1 updates of
+``solver="exact"`` (default) returns the minimiser through the fixed-work KKT root-find written once in
+:mod:`gammapo_spec.kkt_solver` (this module only supplies the torch adapter, :class:`TorchOps`): no
+host synchronisation, loop counts fixed by γ0/τ, masked like the mirror solver below, so it compiles
+into one graph and runs under CUDA graphs. It computes in the compute dtype.
+
+``solver="mirror"`` runs the released exponentiated-gradient arithmetic, K − 1 updates of
 
 .. math::
 
@@ -24,12 +29,6 @@ as one call of the compiled C++ kernel of :mod:`gammapo_torch._cpu_calibration` 
 :data:`~gammapo_torch._triton_calibration.MAX_FUSED` gaps run all iterations in one Triton kernel
 launch (:mod:`gammapo_torch._triton_calibration`), with the torch-ops path elsewhere.
 
-``solver="exact"`` ports the reference's nested safeguarded Newton iterations. Their loops stop on
-data-dependent convergence tests, so this solver synchronises with the host once per iteration and
-cannot be captured by ``torch.compile(fullgraph=True)`` or a CUDA graph; it always computes in float64
-on the gaps' device and returns margins in the compute dtype. Use it when the exact minimiser
-matters more than latency (small τ), and the mirror solver in the training hot path.
-
 Dtypes follow :mod:`gammapo_torch._dtypes`: float64 gaps calibrate in float64, everything else in
 float32. Margins never carry gradient (the gaps are detached first).
 """
@@ -41,6 +40,7 @@ import math
 import torch
 
 from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+from gammapo_spec.kkt_solver import kkt_log_margins
 
 from . import _cpu_calibration, _triton_calibration
 from ._dtypes import compute_dtype
@@ -145,78 +145,51 @@ def mirror_margins(
     return gamma
 
 
-def exact_log_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch.Tensor:
-    r"""The exact minimiser's log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` in float64.
+class TorchOps:
+    """The array adapter of :func:`gammapo_spec.kkt_solver.kkt_log_margins` for torch tensors."""
 
-    A port of :func:`gammapo_spec.calibration.exact_log_margins` (same brackets, safeguards and stopping
-    rules); its convergence tests read scalars back to the host (one sync per iteration).
+    exp, log, tanh, sigmoid, where = torch.exp, torch.log, torch.tanh, torch.sigmoid, torch.where
+    minimum, maximum, sum, max = torch.minimum, torch.maximum, torch.sum, torch.amax
+
+    @staticmethod
+    def eps(x: torch.Tensor) -> float:
+        return torch.finfo(x.dtype).eps
+
+    @staticmethod
+    def loop(n, body, carry):
+        for _ in range(n):
+            carry = body(carry)
+        return carry
+
+
+def exact_log_margins(
+    h: torch.Tensor, *, gamma0: float, tau: float, count: torch.Tensor | None = None, n_candidates: int = 0
+) -> torch.Tensor:
+    r"""Log-ratios :math:`u_i = \log(\gamma_i/\gamma_0)` of the minimiser (γ0 > 0), masked like :func:`mirror_margins`.
+
+    The shared fixed-work solver of :mod:`gammapo_spec.kkt_solver` on torch ops, in ``h``'s dtype:
+    no host synchronisation, static shapes and loop counts (γ0/τ decides them), so it compiles with
+    ``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph. Masked slots hold −∞.
     """
-    h = gaps.detach().to(torch.float64)
-    if gamma0 <= 0:
-        raise ValueError("log-ratios need gamma0 > 0")
-    m = h.shape[0]
-    log_m = math.log(m)
-    u_cap = log_m + 1.0
-
-    def inner(c: float, u_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lo = torch.full_like(h, (c - gamma0) / tau - 1.0)
-        hi = torch.full_like(h, min(c / tau - 1.0, u_cap))
-        lo = torch.minimum(lo, hi)
-        u = torch.minimum(torch.maximum(u_start, lo), hi)
-        step = step_old = hi - lo
-        for _ in range(300):
-            gamma = gamma0 * torch.exp(u)
-            s = torch.sigmoid(gamma - h)
-            g = tau * (1.0 + u) + gamma0 * s - c
-            dg = tau + gamma0 * gamma * s * (1.0 - s)
-            hi = torch.where(g > 0, u, hi)
-            lo = torch.where(g <= 0, u, lo)
-            newton = u - g / dg
-            # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
-            use_newton = (newton > lo) & (newton < hi) & ((newton - u).abs() <= 0.5 * step_old.abs())
-            u_new = torch.where(use_newton, newton, 0.5 * (lo + hi))
-            step_old, step = step, u_new - u
-            tol = 1e-15 * (1.0 + u.abs())
-            done = bool(((u_new - u).abs() <= tol).logical_or(hi - lo <= tol).all())
-            u = u_new
-            if done:
-                break
-        gamma = gamma0 * torch.exp(u)
-        s = torch.sigmoid(gamma - h)
-        return u, tau + gamma0 * gamma * s * (1.0 - s)
-
-    c_lo, c_hi = float(tau), float(tau + gamma0)
-    c = 0.5 * (c_lo + c_hi)
-    step = step_old = c_hi - c_lo
-    u = torch.zeros_like(h)
-    for _ in range(300):
-        u, dg = inner(c, u)
-        lse = torch.logsumexp(u, dim=0)
-        f, df = torch.stack([lse - log_m, (torch.exp(u - lse) / dg).sum()]).tolist()
-        if f > 0:
-            c_hi = c
-        else:
-            c_lo = c
-        if f == 0.0 or c_hi - c_lo <= 4 * math.ulp(c):  # 4 * np.spacing(c)
-            break
-        c_new = c - f / df if df > 0 else c_lo
-        # rtsafe: Newton inside the bracket and at most half the step before last; else bisect.
-        if not (c_lo < c_new < c_hi) or abs(c_new - c) > 0.5 * abs(step_old):
-            c_new = 0.5 * (c_lo + c_hi)
-        if c_new == c:
-            break
-        step_old, step = step, c_new - c
-        c = c_new
-    # the reference's final uniform shift: mean(γ) = γ0 exact to rounding (M = 1 gives γ0 exactly)
-    return u - (torch.logsumexp(u, dim=0) - log_m)
+    length = h.shape[0]
+    if count is None:
+        valid = None
+        m = torch.full((), float(length), dtype=h.dtype, device=h.device)
+    else:
+        idx = torch.arange(length, device=h.device)
+        valid = (idx < count) | (idx >= n_candidates)
+        m = (count + (length - n_candidates)).to(h.dtype)
+    return kkt_log_margins(TorchOps, h, valid, m, gamma0=gamma0, tau=tau)
 
 
-def exact_margins(gaps: torch.Tensor, *, gamma0: float, tau: float) -> torch.Tensor:
-    """The exact minimiser γ = γ0 · exp(u) in float64 (no validation; see :func:`calibrate_margins`)."""
-    h = gaps.detach().to(torch.float64)
+def exact_margins(
+    h: torch.Tensor, *, gamma0: float, tau: float, count: torch.Tensor | None = None, n_candidates: int = 0
+) -> torch.Tensor:
+    """The minimiser's margins γ = γ0 · exp(u) in ``h``'s dtype (masked slots 0; no validation)."""
+    h = h.detach()
     if gamma0 == 0:
         return torch.zeros_like(h)
-    return gamma0 * torch.exp(exact_log_margins(h, gamma0=gamma0, tau=tau))
+    return gamma0 * torch.exp(exact_log_margins(h, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates))
 
 
 def solve(
@@ -249,13 +222,9 @@ def solve(
             shift = normaliser_shift(h.shape[0], gamma0, tau, h.dtype)  # the kernel inside a compiled graph
             return torch.ops.gammapo.cpu_mirror(h, gamma0, tau, iters, shift is not None, 0.0 if shift is None else shift)
         return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates)
-    if count is None:
-        return exact_margins(h, gamma0=gamma0, tau=tau).to(h.dtype)
-    idx = torch.arange(h.shape[0], device=h.device)
-    valid = (idx < count) | (idx >= n_candidates)
-    out = torch.zeros_like(h)
-    out[valid] = exact_margins(h[valid], gamma0=gamma0, tau=tau).to(h.dtype)
-    return out
+    if gamma0 > 0 and _cpu_calibration.usable(h) and (count is None or count.is_cpu):  # eager CPU: one kernel call
+        return _cpu_calibration.exact_margins(h, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
+    return exact_margins(h, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
 
 
 def calibrate_margins(
@@ -263,7 +232,7 @@ def calibrate_margins(
     *,
     gamma0: float,
     tau: float,
-    solver: str = "mirror",
+    solver: str = "exact",
     iters: int = 20,
     check_values: bool = True,
 ) -> torch.Tensor:
@@ -278,8 +247,8 @@ def calibrate_margins(
         gaps: ``[M]`` reward gaps (a tensor, or anything ``numpy.asarray`` takes).
         gamma0: γ0 ≥ 0, the mean margin.
         tau: τ > 0, the entropy weight.
-        solver: ``"mirror"`` (released arithmetic, sync-free, default) or ``"exact"`` (true minimiser;
-            synchronises with the host, see the module docstring).
+        solver: ``"exact"`` (the minimiser, default) or ``"mirror"`` (the released arithmetic); both
+            sync-free with static work (see the module docstring).
         iters: K ≥ 1 mirror iterations (ignored by ``"exact"``).
         check_values: raise on non-finite gaps (one host sync; skipped under ``torch.compile``).
 

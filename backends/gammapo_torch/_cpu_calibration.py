@@ -42,7 +42,7 @@ from gammapo._native import writable_cache_dir as _writable_cache_dir  # noqa: F
 
 __all__ = [
     "SOURCE", "enabled", "usable", "takes_step", "traced_usable", "traced_takes_step", "load", "build_error",
-    "mirror_margins", "queue_step",
+    "mirror_margins", "exact_margins", "queue_step",
 ]
 
 #: The C++ source of the kernel: the shared core and the ``extern "C"`` entry points called through ctypes.
@@ -58,6 +58,18 @@ static int queue_step_ptrs(T* buf, int64_t cap, const int64_t* a, const int64_t*
   return rc;
 }
 extern "C" {
+int gammapo_kkt_f32(const float* h, float* out, int64_t L, const int64_t* cnt, int64_t nc, double gamma0, double tau,
+                    int64_t k_out, int64_t k_in, int64_t infl, double eps) {
+  const int64_t c = cnt ? *cnt : 0;  // the 0-dim count tensor's memory (no host read on the Python side)
+  if (c < 0 || c > nc || nc > L) return 2;
+  return kkt<float>(h, out, L, c, nc, gamma0, tau, k_out, k_in, infl, eps);
+}
+int gammapo_kkt_f64(const double* h, double* out, int64_t L, const int64_t* cnt, int64_t nc, double gamma0, double tau,
+                    int64_t k_out, int64_t k_in, int64_t infl, double eps) {
+  const int64_t c = cnt ? *cnt : 0;  // the 0-dim count tensor's memory (no host read on the Python side)
+  if (c < 0 || c > nc || nc > L) return 2;
+  return kkt<double>(h, out, L, c, nc, gamma0, tau, k_out, k_in, infl, eps);
+}
 int gammapo_mirror_f32(const float* h, float* out, int64_t M, double gamma0, double tau, int64_t iters, int has_shift, double shift) {
   float* lp = (float*)malloc(sizeof(float) * M); if (!lp) return 1;
   mirror<float>(h, out, lp, M, gamma0, tau, iters, has_shift, shift); free(lp); return 0;
@@ -89,6 +101,8 @@ def _bind(path: pathlib.Path) -> Any:
     lib = ctypes.CDLL(str(path))
     p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     for suffix in ("f32", "f64"):
+        fn = getattr(lib, f"gammapo_kkt_{suffix}")
+        fn.argtypes, fn.restype = [p, p, i64, p, i64, f64, f64, i64, i64, i64, f64], i32
         fn = getattr(lib, f"gammapo_mirror_{suffix}")
         fn.argtypes, fn.restype = [p, p, i64, f64, f64, i64, i32, f64], i32
         fn = getattr(lib, f"gammapo_queue_step_{suffix}")
@@ -154,6 +168,35 @@ def mirror_margins(h: torch.Tensor, *, gamma0: float, tau: float, iters: int, sh
     fn = lib.gammapo_mirror_f64 if h.dtype == torch.float64 else lib.gammapo_mirror_f32
     if fn(h.data_ptr(), out.data_ptr(), h.shape[0], gamma0, tau, iters, shift is not None, shift or 0.0):
         raise MemoryError("gammapo CPU calibration kernel: out of memory")
+    return out
+
+
+def exact_margins(
+    h: torch.Tensor, *, gamma0: float, tau: float, count: torch.Tensor | None = None, n_candidates: int = 0
+) -> torch.Tensor:
+    """:func:`gammapo_torch._calibration.exact_margins` in one call (float32/float64 CPU, detached, γ0 > 0).
+
+    The arithmetic of :func:`gammapo_spec.kkt_solver.kkt_log_margins` with its iteration plan; the
+    mask (the first ``count`` of ``n_candidates`` candidate slots, then every slot) as there.
+    """
+    from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
+
+    h = h.contiguous()
+    out = torch.empty_like(h)
+    lib = _LIBRARY.load()
+    fn = lib.gammapo_kkt_f64 if h.dtype == torch.float64 else lib.gammapo_kkt_f32
+    k_out, k_in = iteration_plan(gamma0, tau)
+    if count is None:
+        cnt_ptr, nc = None, 0
+    else:
+        count = count.to(torch.int64).contiguous()
+        cnt_ptr, nc = count.data_ptr(), n_candidates
+    rc = fn(h.data_ptr(), out.data_ptr(), h.shape[0], cnt_ptr, nc, gamma0, tau, k_out, k_in, INFLECTION_ITERS,
+            torch.finfo(h.dtype).eps)
+    if rc == 1:
+        raise MemoryError("gammapo CPU calibration kernel: out of memory")
+    if rc:
+        raise ValueError(f"gammapo CPU calibration kernel: count outside [0, {n_candidates}]")
     return out
 
 

@@ -18,6 +18,7 @@ exit status 2 and a message naming the problem, before any training.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -48,9 +49,19 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise :class:`UsageError` (one line, exit status 2) instead of printing the usage."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gammapo train", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    from gammapo_spec.config import SOLVERS, GammaPOConfig
+
+    default_solver = GammaPOConfig.__dataclass_fields__["solver"].default
+    p = _Parser(prog="gammapo train", description=__doc__.splitlines()[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help="comma-separated losses to compare (default: %(default)s); any registered loss name")
     p.add_argument("--loss", help="train this one loss (shorthand for --methods LOSS)")
@@ -58,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "llama3, gemma2, mistral, qwen2.5 (the released γ-SimPO recipes; default with --model: llama3)")
     p.add_argument("--beta", type=float, help="override β of every method")
     p.add_argument("--tau", type=float, help="override τ of the γ- methods")
+    p.add_argument("--gamma-beta-ratio", type=float, metavar="RATIO",
+                   help="override γ0/β (>= 0) of SimPO and the γ- methods: the base margin γ0 = β·RATIO, "
+                   "the mean of the calibrated margins (default: the preset's)")
+    p.add_argument("--solver", choices=SOLVERS,
+                   help=f"calibration solver of the γ- methods: exact (the minimiser of the calibration problem) or "
+                   f"mirror (the released mirror-descent arithmetic) (default: GammaPOConfig's, {default_solver})")
     p.add_argument("--calibration", choices=["queue", "batch"], default="queue", help="where γ-PO's gaps come from")
     p.add_argument("--noise", type=_floats, default=[0.2], help="label-noise rate(s) of the embedded task, "
                    "comma-separated for a sweep (default 0.2)")
@@ -100,6 +117,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     methods = [args.loss] if args.loss else [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise UsageError("no methods given")
+    if args.gamma_beta_ratio is not None and not (math.isfinite(args.gamma_beta_ratio) and args.gamma_beta_ratio >= 0):
+        raise UsageError(f"--gamma-beta-ratio must be a finite number >= 0, got {args.gamma_beta_ratio:g}")
     unknown = [m for m in methods if m not in registered_pair_losses()]
     if unknown:
         raise UsageError(f"unknown loss(es) {unknown}; known: {', '.join(registered_pair_losses())}")
@@ -112,10 +131,14 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         kw = loss_kwargs(m, preset)
         if args.beta is not None:
             kw["beta"] = args.beta
+        if args.gamma_beta_ratio is not None and "gamma_beta_ratio" in kw:  # SimPO and the γ- methods take it
+            kw["gamma_beta_ratio"] = args.gamma_beta_ratio
         if m.startswith("gamma-"):
             kw["calibration"] = args.calibration
             if args.tau is not None:
                 kw["tau"] = args.tau
+            if args.solver is not None:
+                kw["solver"] = args.solver
         make_pair_loss(m, **kw)  # validates the hyper-parameters (ConfigError names the field)
         kwargs[m] = kw
     if any(not 0.0 <= n < 0.5 for n in args.noise):
@@ -356,7 +379,11 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gammapo train``; returns the exit status (0 done, 2 bad input or missing dependency)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"gammapo train: error: {exc}", file=sys.stderr)
+        return 2
     t_start = time.perf_counter()
     try:
         import torch

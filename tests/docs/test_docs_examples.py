@@ -97,6 +97,7 @@ QUOTED_OUTPUT = {
     "distributed_jax.py": ["howto/distributed.md"],
     "loop_torch.py": ["howto/torch-loop.md", "howto/backends.md"],
     "loop_jax.py": ["howto/jax-optax.md", "howto/backends.md"],
+    "trl_dpo_config.py": ["howto/trl.md"],
 }
 
 

@@ -31,7 +31,7 @@ needs_kernel = pytest.mark.skipif(
 
 
 def _cfg(**kw) -> GammaPOConfig:
-    base = dict(loss="gamma-simpo", beta=2.0, gamma_beta_ratio=0.5, tau=1.0, calibration="queue", queue_size=64,
+    base = dict(loss="gamma-simpo", solver="mirror", beta=2.0, gamma_beta_ratio=0.5, tau=1.0, calibration="queue", queue_size=64,
                 sample_size=40, queue_warmup=8)
     return GammaPOConfig(**{**base, **kw})
 
@@ -56,14 +56,14 @@ def test_kernel_builds_and_is_the_default_cpu_path(monkeypatch):
     cfg = _cfg()
     state, h = G.init_state(cfg, seed=1), jnp.ones(5)
     assert "gammapo_queue_step_f32" in _targets(lambda s, x: G.calibrate_step(cfg, s, x), state, h)
-    assert "gammapo_mirror_f32" in _targets(lambda x: G.calibrate_margins(x, gamma0=1.0, tau=2.0), h)
+    assert "gammapo_mirror_f32" in _targets(lambda x: G.calibrate_margins(x, gamma0=1.0, tau=2.0, solver="mirror"), h)
     assert "gammapo_mirror" not in _targets(lambda x: G.calibrate_margins(x, gamma0=1.0, tau=2.0, solver="exact"), h)
     # the switch is read while tracing, and batch mode's jitted solver keys its cache on it
-    batch = G.calibrate_margins(h, gamma0=1.0, tau=2.0)
+    batch = G.calibrate_margins(h, gamma0=1.0, tau=2.0, solver="mirror")
     monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
     assert _targets(lambda s, x: G.calibrate_step(cfg, s, x), state, h) == ""
-    assert _targets(lambda x: G.calibrate_margins(x, gamma0=1.0, tau=2.0), h) == ""
-    assert_close(G.calibrate_margins(h, gamma0=1.0, tau=2.0), batch, rtol=F32, atol=F32, what="lax vs kernel")
+    assert _targets(lambda x: G.calibrate_margins(x, gamma0=1.0, tau=2.0, solver="mirror"), h) == ""
+    assert_close(G.calibrate_margins(h, gamma0=1.0, tau=2.0, solver="mirror"), batch, rtol=F32, atol=F32, what="lax vs kernel")
 
 
 @needs_kernel
@@ -72,11 +72,11 @@ def test_kernel_builds_and_is_the_default_cpu_path(monkeypatch):
 @with_x64
 def test_kernel_batch_margins_equal_the_reference(gamma0, tau, m):
     h = np.random.default_rng(m).normal(size=m) * 3.0
-    want = gammapo_spec.calibrate_margins(h, gamma0=gamma0, tau=tau)
-    got64 = np.asarray(G.calibrate_margins(jnp.asarray(h), gamma0=gamma0, tau=tau))
+    want = gammapo_spec.calibrate_margins(h, gamma0=gamma0, tau=tau, solver="mirror")
+    got64 = np.asarray(G.calibrate_margins(jnp.asarray(h), gamma0=gamma0, tau=tau, solver="mirror"))
     h32 = h.astype(np.float32)
-    want32 = gammapo_spec.calibrate_margins(h32.astype(np.float64), gamma0=gamma0, tau=tau)
-    got32 = np.asarray(G.calibrate_margins(jnp.asarray(h32), gamma0=gamma0, tau=tau))
+    want32 = gammapo_spec.calibrate_margins(h32.astype(np.float64), gamma0=gamma0, tau=tau, solver="mirror")
+    got32 = np.asarray(G.calibrate_margins(jnp.asarray(h32), gamma0=gamma0, tau=tau, solver="mirror"))
     if gamma0 == 0:
         assert np.all(got64 == 0) and np.all(got32 == 0)
         return
@@ -184,7 +184,7 @@ def test_without_a_compiler_the_lax_path_runs(monkeypatch, tmp_path):
     assert K.load() is None and "no-such-compiler" in K.build_error()
     assert not K.usable(jnp.float32)
     h = np.array([2.0, 0.5, -1.0], dtype=np.float32)
-    fn = lambda x: G.calibrate_margins(x, gamma0=1.0, tau=1.0)  # noqa: E731
+    fn = lambda x: G.calibrate_margins(x, gamma0=1.0, tau=1.0, solver="mirror")  # noqa: E731
     assert _targets(fn, jnp.asarray(h)) == ""
-    want = gammapo_spec.calibrate_margins(h.astype(np.float64), gamma0=1.0, tau=1.0)
+    want = gammapo_spec.calibrate_margins(h.astype(np.float64), gamma0=1.0, tau=1.0, solver="mirror")
     assert_close(fn(jnp.asarray(h)), want, rtol=F32, atol=F32, what="lax margins")

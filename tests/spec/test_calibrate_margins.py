@@ -55,11 +55,11 @@ def test_calibrate_margins_mirror_matches_step_by_step_released_arithmetic(gaps,
 def test_calibrate_margins_mirror_returns_gamma_before_last_update():
     gaps = [3.0, -1.0, 0.5]
     # K = 1: no update happens before the returned γ, so it is γ0 everywhere.
-    np.testing.assert_array_equal(calibrate_margins(gaps, gamma0=2.0, tau=1.0, iters=1), [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(calibrate_margins(gaps, gamma0=2.0, tau=1.0, solver="mirror", iters=1), [2.0, 2.0, 2.0])
     # K = 2 returns the γ after exactly one update (not two).
     one_update = released_mirror_step_by_step(gaps, 2.0, 1.0, 2)
     two_updates = released_mirror_step_by_step(gaps, 2.0, 1.0, 3)
-    got = calibrate_margins(gaps, gamma0=2.0, tau=1.0, iters=2)
+    got = calibrate_margins(gaps, gamma0=2.0, tau=1.0, solver="mirror", iters=2)
     np.testing.assert_allclose(got, one_update, rtol=1e-13)
     assert np.max(np.abs(got - two_updates)) > 1e-3
 

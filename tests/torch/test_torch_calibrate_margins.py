@@ -18,8 +18,8 @@ gaps_st = st.lists(st.floats(-20, 20, allow_nan=False), min_size=1, max_size=300
 
 @given(h=gaps_st, gamma0=st.floats(0.0, 5.0), tau=st.floats(1.0, 30.0), iters=st.integers(1, 25))
 def test_calibrate_margins_mirror_float64_matches_reference(h, gamma0, tau, iters):
-    expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters)
-    got = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, iters=iters)
+    expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters, solver="mirror")
+    got = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, iters=iters, solver="mirror")
     assert got.dtype == torch.float64 and got.shape == expected.shape
     close(got, expected, 1e-10, 1e-10, "mirror margins, float64, tau >= 1")
 
@@ -28,8 +28,8 @@ def test_calibrate_margins_mirror_float64_matches_reference(h, gamma0, tau, iter
 def test_calibrate_margins_mirror_small_tau_float64(h, gamma0, tau):
     # η = 1 for τ ≤ 0.5: the 19 un-converged updates amplify last-bit differences of exp/log/sum
     # order (measured: up to ~2e-11 at τ = 0.05), so the bound here is looser than for τ ≥ 1.
-    expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau)
-    close(T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau), expected, 1e-8, 1e-8, "mirror, small tau")
+    expected = R.calibrate_margins(h, gamma0=gamma0, tau=tau, solver="mirror")
+    close(T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, solver="mirror"), expected, 1e-8, 1e-8, "mirror, small tau")
 
 
 @given(h=gaps_st, gamma0=st.floats(0.0, 5.0), tau=st.floats(0.05, 30.0))
@@ -52,14 +52,14 @@ def test_calibrate_margins_low_precision_computes_in_float32(dtype_name, solver)
 
 def test_calibrate_margins_mean_is_gamma0_and_detached():
     h = torch.linspace(-3, 3, 50, dtype=torch.float64, requires_grad=True)
-    gamma = T.calibrate_margins(h, gamma0=1.5, tau=2.0)
+    gamma = T.calibrate_margins(h, gamma0=1.5, tau=2.0, solver="mirror")
     assert not gamma.requires_grad, "margins are constants for the gradient"
     assert abs(float(gamma.mean()) - 1.5) < 1e-12 and bool((gamma >= 0).all())
 
 
 def test_calibrate_margins_accepts_lists_like_the_reference():
-    close(T.calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0),
-          R.calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0), 1e-14, 1e-14, "list input")
+    close(T.calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0, solver="mirror"),
+          R.calibrate_margins([2.0, 0.5, -1.0], gamma0=1.0, tau=1.0, solver="mirror"), 1e-14, 1e-14, "list input")
 
 
 def test_mirror_margins_masked_equals_unmasked_on_the_valid_slots():
@@ -69,7 +69,7 @@ def test_mirror_margins_masked_equals_unmasked_on_the_valid_slots():
     for count in (0, 1, 7, 12):
         z = torch.cat([cand, cur])
         got = mirror_margins(z, gamma0=2.0, tau=3.0, count=torch.tensor(count), n_candidates=12)
-        ref = R.calibrate_margins(torch.cat([cand[:count], cur]).numpy(), gamma0=2.0, tau=3.0)
+        ref = R.calibrate_margins(torch.cat([cand[:count], cur]).numpy(), gamma0=2.0, tau=3.0, solver="mirror")
         close(got[:count], ref[:count], 1e-13, 1e-13, f"valid candidates, count={count}")
         close(got[12:], ref[count:], 1e-13, 1e-13, f"current gaps, count={count}")
         assert bool((got[count:12] == 0).all()), "masked candidates get margin 0"
@@ -91,7 +91,7 @@ def test_mirror_margins_compiled_shift_normalisation_matches_reference(gamma0, t
     fn = _traced_mirror(gamma0=gamma0, tau=tau, n_candidates=40)
     for count in (0, 17, 40):
         got = fn(torch.tensor(np.concatenate([cand, cur]), dtype=dtype), torch.tensor(count))
-        ref = R.calibrate_margins(np.concatenate([cand[:count], cur]), gamma0=gamma0, tau=tau)
+        ref = R.calibrate_margins(np.concatenate([cand[:count], cur]), gamma0=gamma0, tau=tau, solver="mirror")
         close(got[40:], ref[count:], rtol, atol, f"compiled mirror, {dtype_name}, count={count}")
         close(got[:count], ref[:count], rtol, atol, f"compiled mirror candidates, {dtype_name}, count={count}")
 
@@ -102,7 +102,7 @@ def test_normaliser_shift_falls_back_to_logsumexp_when_a_constant_could_overflow
     assert normaliser_shift(256, 100.0, 0.5, torch.float64) is not None
     h = np.random.default_rng(2).normal(scale=50.0, size=32)
     got = _traced_mirror(gamma0=100.0, tau=0.5)(torch.tensor(h, dtype=torch.float32), None)
-    ref = R.calibrate_margins(h, gamma0=100.0, tau=0.5)
+    ref = R.calibrate_margins(h, gamma0=100.0, tau=0.5, solver="mirror")
     assert bool(torch.isfinite(got).all()), "the fallback path stays finite"
     close(got, ref, 1e-3, 1e-3 * 100.0, "compiled mirror, logsumexp fallback, float32 (γ0 = 100)")
 
@@ -135,12 +135,12 @@ def test_calibrate_margins_config_errors_match_reference(kwargs):
 )
 def test_calibrate_margins_input_errors_match_reference(gaps):
     assert_same_error(
-        lambda: R.calibrate_margins(gaps, gamma0=1.0, tau=1.0),
-        lambda: T.calibrate_margins(torch.tensor(gaps, dtype=torch.float64), gamma0=1.0, tau=1.0),
+        lambda: R.calibrate_margins(gaps, gamma0=1.0, tau=1.0, solver="mirror"),
+        lambda: T.calibrate_margins(torch.tensor(gaps, dtype=torch.float64), gamma0=1.0, tau=1.0, solver="mirror"),
     )
 
 
 def test_calibrate_margins_without_value_checks_propagates_nan():
-    got = T.calibrate_margins(torch.tensor([1.0, float("nan")]), gamma0=1.0, tau=1.0, check_values=False)
-    ref = R.calibrate_margins([1.0, float("nan")], gamma0=1.0, tau=1.0, check_values=False)
+    got = T.calibrate_margins(torch.tensor([1.0, float("nan")]), gamma0=1.0, tau=1.0, check_values=False, solver="mirror")
+    ref = R.calibrate_margins([1.0, float("nan")], gamma0=1.0, tau=1.0, check_values=False, solver="mirror")
     assert np.isnan(ref).all() and bool(torch.isnan(got).all()), "NaN reaches every margin, as the reference"

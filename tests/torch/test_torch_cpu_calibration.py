@@ -44,9 +44,9 @@ def test_the_kernel_builds_here_and_is_the_default_cpu_path():
 @pytest.mark.parametrize("m", [1, 2, 7, 64, 257, 1000])
 def test_batch_margins_equal_the_reference(gamma0, tau, m):
     h = np.random.default_rng(m).normal(size=m) * 3.0
-    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau)
-    got64 = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau).numpy()
-    got32 = T.calibrate_margins(torch.tensor(h, dtype=torch.float32), gamma0=gamma0, tau=tau).numpy()
+    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau, solver="mirror")
+    got64 = T.calibrate_margins(torch.tensor(h), gamma0=gamma0, tau=tau, solver="mirror").numpy()
+    got32 = T.calibrate_margins(torch.tensor(h, dtype=torch.float32), gamma0=gamma0, tau=tau, solver="mirror").numpy()
     if gamma0 == 0:
         assert np.all(got64 == 0) and np.all(got32 == 0)
         return
@@ -62,8 +62,8 @@ def test_batch_margins_equal_the_reference(gamma0, tau, m):
     h=st.lists(st.floats(-30.0, 30.0), min_size=1, max_size=80),
 )
 def test_margins_equal_the_reference_property(gamma0, tau, iters, h):
-    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters)
-    got = T.calibrate_margins(torch.tensor(h, dtype=torch.float64), gamma0=gamma0, tau=tau, iters=iters).numpy()
+    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau, iters=iters, solver="mirror")
+    got = T.calibrate_margins(torch.tensor(h, dtype=torch.float64), gamma0=gamma0, tau=tau, iters=iters, solver="mirror").numpy()
     # 1e-8 where 19 steps with eta = 1 amplify last-bit differences (tau < 1), as for the torch-ops path
     assert ok(got, want, 1e-8 if tau < 1.0 else 1e-10)
 
@@ -73,9 +73,9 @@ def test_without_a_safe_shift_the_kernel_normalises_with_logsumexp(monkeypatch):
     # eta * gamma0 = 1000 is beyond float64's safe shift: the kernel takes the max-shifted logsumexp
     h = torch.tensor(np.random.default_rng(0).normal(size=50) * 3.0)
     assert T._calibration.normaliser_shift(50, 1000.0, 0.5, torch.float64) is None
-    got = T.calibrate_margins(h, gamma0=1000.0, tau=0.5)
+    got = T.calibrate_margins(h, gamma0=1000.0, tau=0.5, solver="mirror")
     monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
-    ops = T.calibrate_margins(h, gamma0=1000.0, tau=0.5)
+    ops = T.calibrate_margins(h, gamma0=1000.0, tau=0.5, solver="mirror")
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ops, rtol=1e-8, atol=1e-8)
 
@@ -108,7 +108,7 @@ def _queue_run(config, seed, sizes, dtype, buffer_dtype=None, kernel=True, monke
     ],
 )
 def test_queue_steps_equal_the_reference_states_bit_for_bit(capacity, sample_size, warmup, sizes):
-    config = R.GammaPOConfig(loss="gamma-simpo", gamma_beta_ratio=0.4, beta=10.0, tau=10.0, queue_size=capacity,
+    config = R.GammaPOConfig(loss="gamma-simpo", solver="mirror", gamma_beta_ratio=0.4, beta=10.0, tau=10.0, queue_size=capacity,
                              sample_size=sample_size, queue_warmup=warmup, check_values=False)
     for seed in (0, 7, 2**32 - 1):
         for gamma, state, want, ref in _queue_run(config, seed, sizes, torch.float64):
@@ -120,7 +120,7 @@ def test_queue_steps_equal_the_reference_states_bit_for_bit(capacity, sample_siz
 
 @needs_kernel
 def test_float32_queue_and_float64_gaps_on_a_float32_buffer():
-    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=128, sample_size=96, queue_warmup=8, check_values=False)
+    config = R.GammaPOConfig(loss="gamma-simpo", solver="mirror", queue_size=128, sample_size=96, queue_warmup=8, check_values=False)
     for gamma, state, want, ref in _queue_run(config, 3, [16] * 12, torch.float32):
         assert state.buffer.dtype == torch.float32 and gamma.dtype == torch.float32
         # the float32 state holds float32-rounded warm-up draws; the pushed gaps are float32 on both sides
@@ -134,7 +134,7 @@ def test_float32_queue_and_float64_gaps_on_a_float32_buffer():
 
 @needs_kernel
 def test_kernel_and_torch_ops_paths_agree(monkeypatch):
-    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=256, sample_size=64, queue_warmup=8, check_values=False)
+    config = R.GammaPOConfig(loss="gamma-simpo", solver="mirror", queue_size=256, sample_size=64, queue_warmup=8, check_values=False)
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
         on = _queue_run(config, 5, [16] * 20, dtype)
         off = _queue_run(config, 5, [16] * 20, dtype, kernel=False, monkeypatch=monkeypatch)
@@ -146,7 +146,7 @@ def test_kernel_and_torch_ops_paths_agree(monkeypatch):
 
 @needs_kernel
 def test_inputs_are_not_modified_and_outputs_are_fresh():
-    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=32, sample_size=24, queue_warmup=8, check_values=False)
+    config = R.GammaPOConfig(loss="gamma-simpo", solver="mirror", queue_size=32, sample_size=24, queue_warmup=8, check_values=False)
     state = T.init_state(config, seed=2)
     before = [t.clone() for t in state]
     h = torch.randn(8, requires_grad=True)
@@ -164,8 +164,8 @@ def test_without_a_compiler_the_torch_ops_path_runs(monkeypatch, tmp_path):
     assert K.load() is None and "no-such-compiler" in K.build_error()
     assert not K.usable(torch.zeros(3))
     h = np.array([2.0, 0.5, -1.0])
-    got = T.calibrate_margins(torch.tensor(h), gamma0=1.0, tau=1.0).numpy()
-    assert ok(got, R.calibrate_margins(h, gamma0=1.0, tau=1.0), 1e-10)
+    got = T.calibrate_margins(torch.tensor(h), gamma0=1.0, tau=1.0, solver="mirror").numpy()
+    assert ok(got, R.calibrate_margins(h, gamma0=1.0, tau=1.0, solver="mirror"), 1e-10)
 
 
 def _graph_ops(fn, *args) -> str:
@@ -179,7 +179,7 @@ def _graph_ops(fn, *args) -> str:
 
 @needs_kernel
 def test_compiled_step_calls_the_kernel_as_one_custom_op_and_equals_eager(monkeypatch):
-    config = R.GammaPOConfig(loss="gamma-simpo", queue_size=64, sample_size=40, queue_warmup=8, check_values=False)
+    config = R.GammaPOConfig(loss="gamma-simpo", solver="mirror", queue_size=64, sample_size=40, queue_warmup=8, check_values=False)
     state = T.init_state(config, seed=4)
     h = torch.randn(12)
 
@@ -192,7 +192,7 @@ def test_compiled_step_calls_the_kernel_as_one_custom_op_and_equals_eager(monkey
     g_c, s_c = compiled(state, h)
     g_e, s_e = step(state, h)
     assert torch.equal(g_c, g_e) and all(torch.equal(a, b) for a, b in zip(s_c, s_e))
-    batch = _graph_ops(lambda x: T.calibrate_margins(x, gamma0=1.0, tau=2.0), h)
+    batch = _graph_ops(lambda x: T.calibrate_margins(x, gamma0=1.0, tau=2.0, solver="mirror"), h)
     assert "gammapo.cpu_mirror" in batch
     # turned off, the compiled step is the torch-ops graph again
     monkeypatch.setenv("GAMMAPO_DISABLE_CPU_KERNEL", "1")
@@ -224,5 +224,54 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(monkey
 def test_float32_margins_equal_the_reference_property(gamma0, tau, iters, h):
     # the float32 kernel takes the next p as exp(w + D) / S: float32 rounding only
     x = torch.tensor(h, dtype=torch.float32)
-    want = R.calibrate_margins(x.double().numpy(), gamma0=gamma0, tau=tau, iters=iters)
-    assert ok(T.calibrate_margins(x, gamma0=gamma0, tau=tau, iters=iters), want, 2e-5)
+    want = R.calibrate_margins(x.double().numpy(), gamma0=gamma0, tau=tau, iters=iters, solver="mirror")
+    assert ok(T.calibrate_margins(x, gamma0=gamma0, tau=tau, iters=iters, solver="mirror"), want, 2e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("gamma0, tau", [(4.0, 10.0), (4.0, 1.0), (0.5, 0.02), (100.0, 0.1)])
+@pytest.mark.parametrize("m", [1, 3, 64, 1000])
+def test_exact_kernel_equals_the_shared_solver_on_torch_ops_and_the_spec(gamma0, tau, m):
+    """The default solver's CPU kernel computes the arithmetic of gammapo_spec.kkt_solver."""
+    from gammapo_torch import _calibration as CAL
+    from gammapo_torch import _cpu_calibration as K
+
+    h = np.random.default_rng(m).normal(size=m) * 5.0
+    want = R.calibrate_margins(h, gamma0=gamma0, tau=tau)
+    for dtype, tol in ((torch.float64, 1e-11), (torch.float32, 2e-3 if gamma0 / tau > 100 else 1e-4)):
+        x = torch.tensor(h, dtype=dtype)
+        kernel = K.exact_margins(x, gamma0=gamma0, tau=tau)
+        ops = CAL.exact_margins(x, gamma0=gamma0, tau=tau)
+        assert np.max(np.abs(kernel.double().numpy() - want)) <= tol * gamma0, dtype
+        assert np.max(np.abs(ops.double().numpy() - want)) <= tol * gamma0, dtype
+        assert T.calibrate_margins(x, gamma0=gamma0, tau=tau).dtype == dtype
+
+
+@needs_kernel
+def test_exact_kernel_masks_like_the_ops_path_and_rejects_a_bad_count():
+    from gammapo_torch import _calibration as CAL
+    from gammapo_torch import _cpu_calibration as K
+
+    h = torch.randn(30, dtype=torch.float64) * 3
+    for count in (0, 4, 10):
+        c = torch.tensor(count)
+        kernel = K.exact_margins(h, gamma0=2.0, tau=1.0, count=c, n_candidates=10)
+        ops = CAL.exact_margins(h, gamma0=2.0, tau=1.0, count=c, n_candidates=10)
+        assert torch.all(kernel[count:10] == 0) and ok(kernel, ops.numpy(), 1e-12)
+    with pytest.raises(ValueError, match="count"):
+        K.exact_margins(h, gamma0=2.0, tau=1.0, count=torch.tensor(11), n_candidates=10)
+    nan = K.exact_margins(torch.tensor([1.0, float("nan"), 2.0]), gamma0=1.0, tau=1.0)
+    assert torch.all(torch.isnan(nan)), "a non-finite gap makes every margin NaN, as in the reference"
+
+
+@needs_kernel
+def test_exact_queue_steps_equal_the_reference_with_and_without_the_kernel(monkeypatch):
+    config = R.GammaPOConfig(loss="gamma-simpo", tau=1.0, queue_size=64, sample_size=40, queue_warmup=8,
+                             check_values=False)
+    assert config.solver == "exact"
+    sizes = [5, 17, 1, 33, 8, 64, 3, 70, 2, 9]
+    for kernel in (True, False):
+        for gamma, state, want, ref in _queue_run(config, 11, sizes, torch.float64, kernel=kernel,
+                                                  monkeypatch=monkeypatch):
+            assert np.array_equal(state.buffer.numpy(), ref.buffer)
+            assert ok(gamma, want, 1e-11)

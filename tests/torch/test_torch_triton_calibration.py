@@ -42,7 +42,7 @@ INTERPRETED = textwrap.dedent(
         got = mirror_margins_fused(torch.tensor(h, dtype=dtype), gamma0=gamma0, tau=tau, count=c, n_candidates=n_cand)
         k = n_cand if count is None else count
         keep = np.concatenate([h[:k], h[n_cand:]])
-        ref = R.calibrate_margins(keep, gamma0=gamma0, tau=tau)
+        ref = R.calibrate_margins(keep, gamma0=gamma0, tau=tau, solver="mirror")
         mine = np.concatenate([got[:k].double().numpy(), got[n_cand:].double().numpy()])
         masked = float(got[k:n_cand].abs().max()) if n_cand > k else 0.0
         out.append(dict(length=length, count=count, dtype=str(dtype), diff=float(np.abs(mine - ref).max()),

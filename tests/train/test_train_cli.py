@@ -111,12 +111,46 @@ def test_cli_bad_dataset_exits_2_naming_the_problem(tmp_path, tiny_model_dir, ca
     (["--noise", "0.7"], "--noise rates must lie in [0, 0.5)"),
     (["--loss", "gamma-simpo", "--tau", "-1"], "tau must be a finite number > 0"),
     (["--preset", "gpt5"], "unknown preset 'gpt5'"),
+    (["--gamma-beta-ratio", "-1"], "--gamma-beta-ratio must be a finite number >= 0, got -1"),
+    (["--gamma-beta-ratio", "inf"], "--gamma-beta-ratio must be a finite number >= 0, got inf"),
+    (["--gamma-beta-ratio", "abc"], "argument --gamma-beta-ratio: invalid float value: 'abc'"),
+    (["--solver", "newton"], "argument --solver: invalid choice: 'newton'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_cli_bad_arguments_exit_2(tmp_path, tiny_model_dir, capsys, argv, message):
     argv = [tiny_model_dir if a == "MODEL" else a for a in argv]
     assert main(argv + ["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gammapo train: error:") and message in err, err
+    assert err.count("\n") == 1, f"the error is not one line:\n{err}"
+
+
+def test_cli_gamma_beta_ratio_and_solver_reach_the_loss_config(tmp_path, monkeypatch):
+    import gammapo.train.run as run_module
+    from gammapo_spec import GammaPOConfig
+
+    from gammapo.train.presets import PRESETS
+
+    built = {}
+    train_method = run_module.train_method
+
+    def spy(**kwargs):
+        trainer = train_method(**kwargs)
+        built[kwargs["method"]] = trainer.pair_loss.config
+        return trainer
+
+    monkeypatch.setattr(run_module, "train_method", spy)
+    argv = ["--quick", "--methods", "simpo,gamma-dpo", "--pairs", "32", "--eval-pairs", "8", "--max-steps", "1",
+            "--batch-size", "8", "--save-steps", "0"]
+    assert main(argv + ["--gamma-beta-ratio", "0.25", "--solver", "mirror", "--out", str(tmp_path / "a")]) == 0
+    assert built["gamma-dpo"].solver == "mirror" and built["gamma-dpo"].gamma_beta_ratio == 0.25
+    assert built["simpo"].gamma_beta_ratio == 0.25, "SimPO's constant margin γ0 = β·ratio takes the ratio too"
+    assert main(argv + ["--solver", "exact", "--out", str(tmp_path / "b")]) == 0
+    assert built["gamma-dpo"].solver == "exact"
+    assert main(argv + ["--out", str(tmp_path / "c")]) == 0  # no flags: the config's default and the preset's ratio
+    assert built["gamma-dpo"].solver == GammaPOConfig().solver
+    assert built["gamma-dpo"].gamma_beta_ratio == PRESETS["tiny"].dpo_ratio
+    assert built["simpo"].gamma_beta_ratio == PRESETS["tiny"].simpo_ratio
 
 
 def test_cli_malformed_jsonl_names_the_line(tmp_path, tiny_model_dir, capsys):
