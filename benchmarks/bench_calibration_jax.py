@@ -14,13 +14,14 @@ per call, with the interquartile range):
 * ``released`` — :func:`benchmarks.released_baseline.released_calibrate` (the shared released-code
   stand-in, torch CPU, 1 thread): ``.tolist()`` of the gaps, ``random.sample`` from a Python list, a
   new tensor, a Python loop of small torch ops;
-* ``gammapo jax jit`` — ``jax.jit(gammapo_jax.calibrate_step)`` on a :class:`gammapo_jax.QueueState`,
-  the backend's default CPU path: the whole step is one XLA FFI custom call of the compiled C++
-  kernel (:mod:`gammapo_jax._cpu_kernel`), compiled once before timing and called with device
-  arrays built once, each call ended by one ``jax.block_until_ready`` on its outputs;
-* ``gammapo jax jit, lax ops`` — the same with the kernel off while tracing
-  (``GAMMAPO_DISABLE_CPU_KERNEL=1``): hash sampling with ``lax.top_k``, the masked mirror solver in
-  ``lax.fori_loop``, the ring-buffer push (the path GPU and TPU lowerings take);
+* ``gammapo jax jit`` — ``jax.jit(gammapo_jax.calibrate_step)`` on a :class:`gammapo_jax.QueueState`
+  with the default solver (the minimiser, :mod:`gammapo_spec.kkt_solver`, as ``lax.fori_loop``\ s;
+  hash sampling with ``lax.top_k``, the ring-buffer push), compiled once before timing and called with
+  device arrays built once, each call ended by one ``jax.block_until_ready`` on its outputs;
+* ``gammapo jax jit, released mirror`` — the same with ``solver="mirror"`` (the released arithmetic),
+  whose CPU path is one XLA FFI custom call of the compiled C++ kernel (:mod:`gammapo_jax._cpu_kernel`);
+* ``gammapo jax jit, released mirror, lax ops`` — the mirror step with the kernel off while tracing
+  (``GAMMAPO_DISABLE_CPU_KERNEL=1``): the path GPU and TPU lowerings take;
 * ``jit floor (inline)`` — a jitted ``h + 1`` with ``block_until_ready``: the fixed cost of calling
   a jitted function whose XLA cost estimate is under 1000 flops, which the CPU client runs in the
   calling thread;
@@ -68,7 +69,7 @@ BETA, GAMMA_BETA_RATIO, TAU = 10.0, 0.4, 10.0  # the released Llama-3-8B-Instruc
 GAMMA0 = BETA * GAMMA_BETA_RATIO
 #: The environment switch of the JAX CPU calibration kernel (read while tracing).
 KERNEL_SWITCH = "GAMMAPO_DISABLE_CPU_KERNEL"
-JAX_ROWS = ("gammapo jax jit", "gammapo jax jit, lax ops")
+JAX_ROWS = ("gammapo jax jit", "gammapo jax jit, released mirror", "gammapo jax jit, released mirror, lax ops")
 
 
 def setup(m: int, seed: int = 0) -> dict[str, Any]:
@@ -97,8 +98,10 @@ def setup(m: int, seed: int = 0) -> dict[str, Any]:
 def contenders(s: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     """The timed callables for one size (each returns once its result is computed)."""
     config, state, gaps = s["config"], s["state"], s["gaps"]
+    mirror = config.replace(solver="mirror")
     step = jax.jit(lambda st, h: G.calibrate_step(config, st, h))
-    step_lax = jax.jit(lambda st, h: G.calibrate_step(config, st, h))
+    step_mirror = jax.jit(lambda st, h: G.calibrate_step(mirror, st, h))
+    step_lax = jax.jit(lambda st, h: G.calibrate_step(mirror, st, h))
     previous = os.environ.get(KERNEL_SWITCH)
     os.environ[KERNEL_SWITCH] = "1"  # read while tracing: compile the lax-ops program now
     try:
@@ -114,7 +117,8 @@ def contenders(s: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         "released": lambda: released_calibrate(s["gaps_torch"], s["queue"], gamma0=GAMMA0, tau=TAU,
                                                sample_size=config.sample_size, capacity=s["capacity"], rng=s["rng"]),
         "gammapo jax jit": lambda: jax.block_until_ready(step(state, gaps)),
-        "gammapo jax jit, lax ops": lambda: jax.block_until_ready(step_lax(state, gaps)),
+        "gammapo jax jit, released mirror": lambda: jax.block_until_ready(step_mirror(state, gaps)),
+        "gammapo jax jit, released mirror, lax ops": lambda: jax.block_until_ready(step_lax(state, gaps)),
         "jit floor (inline)": lambda: floor(gaps).block_until_ready(),
         "jit floor (queue-sized)": lambda: jax.block_until_ready(floor_queue(state, gaps)),
     }
@@ -259,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Machine: {machine_line(machine)}; torch threads (baseline): {torch.get_num_threads()}.",
         gpu_note,
         "",
-        "One queue-mode calibration step per call (sample M − n stored gaps, K = 20 mirror iterations on M gaps,",
+        "One queue-mode calibration step per call (sample M − n stored gaps, calibrate M gaps,",
         "push n gaps), float32, γ0 = 4, τ = 10. Baseline: `benchmarks.released_baseline.released_calibrate` "
         "(host `.tolist()`, `random.sample`, new tensor, Python loop of torch ops).",
         "Contenders interleaved in one process per dispatch mode, each mode with its own baseline; median of the mean "
@@ -267,8 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the VM's slow first call after other work is amortised: `benchmarks._perf_common.calls_per_block`; a block's "
         "mean still includes the stalls a shared machine adds); "
         "`per-call` columns: the median of every single call's time (robust to those stalls). "
-        "`gammapo jax jit` is the default CPU path (one XLA FFI call of the compiled C++ kernel per step); "
-        "`gammapo jax jit, lax ops` is the same step with the kernel off (the path GPU/TPU lowerings take). "
+        "`gammapo jax jit` is the default path (the default solver, the minimiser, as lax loops); "
+        "`gammapo jax jit, released mirror` is the released arithmetic (one XLA FFI call of the compiled C++ kernel "
+        "per step on CPU); `..., lax ops` is that step with the kernel off (the path GPU/TPU lowerings take). "
         "JAX calls go to a function compiled beforehand, with device arrays "
         "built once, and end with one `block_until_ready`. `jit floor (inline)` is a jitted `h + 1` (under XLA:CPU's "
         "1000-flop estimate, so it runs in the calling thread); `jit floor (queue-sized)` has the step's inputs and "

@@ -15,8 +15,11 @@ of the mean per call, with the interquartile range:
 * ``released`` — :func:`benchmarks.released_baseline.released_calibrate`: ``.tolist()`` of the gaps,
   ``random.sample`` from a Python list, a new tensor, a Python loop of small torch ops;
 * ``gammapo eager`` — :func:`gammapo_torch.calibrate_step` (``check_values=False``), what a user gets
-  by default on CPU: the whole step (hash sampling, mirror solver, ring-buffer push) is one call of
-  the compiled C++ kernel of :mod:`gammapo_torch._cpu_calibration`;
+  by default on CPU: hash sampling and the ring-buffer push as torch ops, the default solver (the
+  minimiser, :mod:`gammapo_spec.kkt_solver`) as one call of the compiled C++ kernel of
+  :mod:`gammapo_torch._cpu_calibration`;
+* ``gammapo eager, released mirror`` — the same with ``solver="mirror"`` (the released arithmetic):
+  the whole step (sampling, mirror iterations, push) is one kernel call;
 * ``gammapo eager, torch ops`` — the same call with that kernel turned off
   (``GAMMAPO_DISABLE_CPU_KERNEL=1``, set and reset around each call: ~1 µs of the time): the
   op-by-op tensor path (masked mirror solver), which is what runs on CUDA or without a C++ compiler;
@@ -114,6 +117,7 @@ def _without_kernel(fn: Callable[..., Any], *args: Any) -> Any:
 
 def contenders(s: dict[str, Any], compile_it: bool) -> dict[str, Callable[[], Any]]:
     config, state, gaps, queue = s["config"], s["state"], s["gaps"], s["queue"]
+    mirror = config.replace(solver="mirror")
 
     def step(st, h):
         return T.calibrate_step(config, st, h)
@@ -124,6 +128,7 @@ def contenders(s: dict[str, Any], compile_it: bool) -> dict[str, Callable[[], An
         ),
         "gammapo eager": lambda: step(state, gaps),
         "gammapo eager, torch ops": lambda: _without_kernel(step, state, gaps),
+        "gammapo eager, released mirror": lambda: T.calibrate_step(mirror, state, gaps),
     }
     if compile_it:
         compiled = torch.compile(step, fullgraph=True, dynamic=False)

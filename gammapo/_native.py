@@ -188,9 +188,13 @@ struct QueueCounters { int64_t size, head, step; };
 // One queue step on buf (the ring buffer, updated in place): sample S = min(size, nc) stored gaps, calibrate
 // [sampled, h] (M = S + n), write the margins of h to gamma_out, push h, return the new counters in *next.
 template <typename T>
+static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt, int64_t nc, double gamma0_,
+               double tau_, int64_t k_out, int64_t k_in, int64_t infl_iters, double eps_);
+// k_out > 0: calibrate with the default solver (kkt, in double, k_out/k_in/infl its plan) instead of mirror
+template <typename T>
 static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t step, int64_t seed, const T* h,
                       int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift,
-                      T* gamma_out, QueueCounters* next) {
+                      T* gamma_out, QueueCounters* next, int64_t k_out = 0, int64_t k_in = 0, int64_t infl = 0) {
   const int64_t S = size < nc ? size : nc;
   const int64_t M = S + n;
   uint32_t* keys = (uint32_t*)malloc(sizeof(uint32_t) * (size > 0 ? size : 1));
@@ -205,8 +209,18 @@ static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t s
     for (int64_t j = 0; j < S; ++j) calib[j] = buf[sel[j] & 0xFFFFFFFFull];
   }
   memcpy(calib + S, h, sizeof(T) * n);
-  mirror<T>(calib, out, lp, M, gamma0, tau, iters, has_shift, shift);
-  memcpy(gamma_out, out + S, sizeof(T) * n);
+  if (k_out > 0) {
+    double* wide = (double*)malloc(sizeof(double) * 2 * M);
+    if (!wide) { free(keys); free(sel); free(work); return 1; }
+    for (int64_t j = 0; j < M; ++j) wide[j] = (double)calib[j];
+    const int rc = gamma0 > 0 ? kkt<double>(wide, wide + M, M, 0, 0, gamma0, tau, k_out, k_in, infl, 2.220446049250313e-16) : 0;
+    if (rc) { free(wide); free(keys); free(sel); free(work); return rc; }
+    for (int64_t j = 0; j < n; ++j) gamma_out[j] = gamma0 > 0 ? (T)wide[M + S + j] : (T)0;
+    free(wide);
+  } else {
+    mirror<T>(calib, out, lp, M, gamma0, tau, iters, has_shift, shift);
+    memcpy(gamma_out, out + S, sizeof(T) * n);
+  }
   const int64_t keep = n < cap ? n : cap;
   for (int64_t j = n - keep; j < n; ++j) buf[(head + j) % cap] = h[j];
   next->size = size + n < cap ? size + n : cap;
@@ -247,7 +261,7 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
   T* __restrict vm = w + 6 * L;
   const T g0 = (T)gamma0_, tau = (T)tau_;
   const T m = (T)(cnt + (L - nc)), log_m = lg(m), cap = log_m + (T)1;
-  const T slack = (T)16 * (T)eps_ * (cap + (T)1);
+  const T slack = (T)16 * (T)eps_ * (cap + (T)2 + g0 / tau);
   for (int64_t i = 0; i < L; ++i) vm[i] = (i < cnt || i >= nc) ? (T)1 : (T)0;
   T bad = 0;  // NaN when a valid gap is not finite: then every margin is NaN, as in the reference
   for (int64_t i = 0; i < L; ++i) bad += vm[i] * (h[i] - h[i]);
@@ -272,7 +286,7 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
   T s0 = 0;
 #pragma omp simd reduction(+ : s0)
   for (int64_t i = 0; i < L; ++i) {
-    T x = lg(lo[i] / g0);
+    T x = lg(lo[i]) - lg(g0);
     x = x < cap ? x : cap;
     xs[i] = x;
     fs[i] = tau * ((T)1 + x) + g0 * ((T)1 / ((T)1 + ex(h[i] - g0 * ex(x))));
@@ -311,8 +325,9 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
       d[i] = df;
     }
     const T f_lo = kkt_lse<T>(lo, vm, L) - log_m, f_hi = kkt_lse<T>(hi, vm, L) - log_m;
-    if (f_lo > slack) c_hi = c;
-    else if (f_hi < -slack) c_lo = c;
+    const bool above = f_lo > slack, below = !above && f_hi < -slack;
+    if (above) c_hi = c;
+    if (below) c_lo = c;
     const T total = kkt_lse<T>(u, vm, L);
     T den = 0;
 #pragma omp simd reduction(+ : den)
@@ -321,7 +336,9 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
       u[i] = u[i] < cap ? u[i] : cap;
     }
     const T c_new = c - (total - log_m) / den;
-    c = (c_new >= c_lo && c_new <= c_hi) ? c_new : (T)0.5 * (c_lo + c_hi);
+    const T width = c_hi - c_lo, in_lo = c_lo + (T)0.125 * width, in_hi = c_hi - (T)0.125 * width;
+    const T toward = c_new < in_lo ? in_lo : (c_new > in_hi ? in_hi : c_new);
+    c = (c_new >= c_lo && c_new <= c_hi) ? c_new : ((above || below) ? (T)0.5 * (c_lo + c_hi) : toward);
   }
   const T shift = kkt_lse<T>(u, vm, L) - log_m;
 #pragma omp simd

@@ -136,8 +136,9 @@ def kkt_log_margins(ops: Any, h, valid, count, *, gamma0: float, tau: float, pla
     k_out, k_in = iteration_plan(gamma0, tau) if plan is None else plan
     log_m = ops.log(count)
     cap = log_m + 1.0
-    # evidence on c counts only beyond rounding: log-sums are good to a few ulps of log M + 1
-    slack = 16.0 * ops.eps(h) * (cap + 1.0)
+    # evidence on c counts only beyond rounding: log-sums are good to a few ulps of log M + 1, and each
+    # bound u + (c − F)/τ carries the rounding of c − F (c < τ + γ0) divided by τ
+    slack = 16.0 * ops.eps(h) * (cap + 2.0 + gamma0 / tau)
     zero = h * 0.0
     neg_inf = zero - math.inf
 
@@ -157,7 +158,7 @@ def kkt_log_margins(ops: Any, h, valid, count, *, gamma0: float, tau: float, pla
         return ops.maximum(y - q / dq, 0.5 * ops.maximum(h, zero) + 1e-30)
 
     y_star = ops.loop(INFLECTION_ITERS, infl, ops.maximum(h, zero) + 1.0)
-    x_star = ops.minimum(ops.log(y_star / gamma0), cap)
+    x_star = ops.minimum(ops.log(y_star) - ops.log(zero + gamma0), cap)  # not log(y/γ0): γ0 may be tiny
     f_star = tau * (1.0 + x_star) + gamma0 * ops.sigmoid(gamma0 * ops.exp(x_star) - h)
 
     def evaluate(u):
@@ -181,17 +182,26 @@ def kkt_log_margins(ops: Any, h, valid, count, *, gamma0: float, tau: float, pla
         r = (c - f) / tau  # every root lies in [u + min(r, 0), u + max(r, 0)]
         f_lo = lse(u + ops.minimum(r, zero)) - log_m
         f_hi = lse(u + ops.maximum(r, zero)) - log_m
-        c_hi = ops.where(f_lo > slack, c, c_hi)
-        c_lo = ops.where((f_lo <= slack) & (f_hi < -slack), c, c_lo)
+        above = f_lo > slack  # certain: the sum exceeds M at c
+        below = (f_lo <= slack) & (f_hi < -slack)  # certain: it falls short
         # one more Newton step, u(c) to first order; the outer step uses it uncapped (a capped entry
         # would hide how far c is from the root, and the outer step would crawl)
         u_lin = u + (c - f) / df
         total = lse(u_lin)
         weights = masked(ops.exp(u_lin - total), zero)
-        c_new = c - (total - log_m) / ops.sum(weights / df)
+        f_lin = total - log_m
+        c_new = c - f_lin / ops.sum(weights / df)
         u = ops.minimum(u_lin, cap)
+        evidence = above | below
+        c_hi = ops.where(above, c, c_hi)
+        c_lo = ops.where(below, c, c_lo)
         inside = (c_new >= c_lo) & (c_new <= c_hi)
-        c = ops.where(inside, c_new, 0.5 * (c_lo + c_hi))
+        # without certain evidence the bracket is unchanged, so bisecting it would return the same c again
+        # (seen in float32, where a steep F_i keeps its Lipschitz bounds wide): step toward the Newton
+        # point instead, kept an eighth of the bracket inside it
+        width = c_hi - c_lo
+        toward = ops.minimum(ops.maximum(c_new, c_lo + 0.125 * width), c_hi - 0.125 * width)
+        c = ops.where(inside, c_new, ops.where(evidence, 0.5 * (c_lo + c_hi), toward))
         return u, c, c_lo, c_hi
 
     c_lo = ops.max(zero) + tau

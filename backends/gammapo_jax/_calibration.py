@@ -190,8 +190,12 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
     else:
         if plan is None:
             raise ValueError("the exact solver needs its static iteration plan (iteration_plan(gamma0, tau))")
-        u = exact_log_margins(h, valid, count, gamma0=jnp.where(gamma0 > 0, gamma0, 1.0), tau=tau, plan=plan)
-        gamma = gamma0 * jnp.exp(u)
+        # float64 where JAX allows it (x64 enabled): the KKT multiplier's rounding reaches the margins
+        # amplified by 1 + γ0/τ, so float32 solves are only ~eps32·(1 + γ0/τ) accurate (as torch does)
+        wide = jnp.float64 if jax.config.jax_enable_x64 else dtype
+        u = exact_log_margins(h.astype(wide), valid, count.astype(wide), gamma0=jnp.where(gamma0 > 0, gamma0, 1.0).astype(wide),
+                              tau=tau.astype(wide), plan=plan)
+        gamma = gamma0 * jnp.exp(u).astype(dtype)
     return jnp.where(valid & (gamma0 > 0), gamma, jnp.zeros_like(gamma))
 
 

@@ -10,7 +10,9 @@ The problem and both solvers are those of :mod:`gammapo_spec.calibration`:
 ``solver="exact"`` (default) returns the minimiser through the fixed-work KKT root-find written once in
 :mod:`gammapo_spec.kkt_solver` (this module only supplies the torch adapter, :class:`TorchOps`): no
 host synchronisation, loop counts fixed by γ0/τ, masked like the mirror solver below, so it compiles
-into one graph and runs under CUDA graphs. It computes in the compute dtype.
+into one graph and runs under CUDA graphs. It computes in float64 whatever the gaps' dtype (the KKT
+multiplier's rounding reaches the margins amplified by 1 + γ0/τ) and returns margins in the compute
+dtype; on eager CPU tensors it is one call of the compiled kernel of :mod:`gammapo_torch._cpu_calibration`.
 
 ``solver="mirror"`` runs the released exponentiated-gradient arithmetic, K − 1 updates of
 
@@ -222,9 +224,14 @@ def solve(
             shift = normaliser_shift(h.shape[0], gamma0, tau, h.dtype)  # the kernel inside a compiled graph
             return torch.ops.gammapo.cpu_mirror(h, gamma0, tau, iters, shift is not None, 0.0 if shift is None else shift)
         return mirror_margins(h, gamma0=gamma0, tau=tau, iters=iters, count=count, n_candidates=n_candidates)
-    if gamma0 > 0 and _cpu_calibration.usable(h) and (count is None or count.is_cpu):  # eager CPU: one kernel call
-        return _cpu_calibration.exact_margins(h, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
-    return exact_margins(h, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
+    # the exact solver computes in float64 (the KKT multiplier's rounding is amplified by 1 + γ0/τ: float32
+    # leaves the margins only ~eps32·(1 + γ0/τ) relative accuracy) and returns the compute dtype
+    h64 = h.to(torch.float64)
+    if gamma0 > 0 and _cpu_calibration.usable(h64) and (count is None or count.is_cpu):  # eager CPU: one kernel call
+        out = _cpu_calibration.exact_margins(h64, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
+    else:
+        out = exact_margins(h64, gamma0=gamma0, tau=tau, count=count, n_candidates=n_candidates)
+    return out.to(h.dtype)
 
 
 def calibrate_margins(

@@ -51,9 +51,11 @@ SOURCE = _native.CALIBRATION_CORE + r"""
 template <typename T>
 static int queue_step_ptrs(T* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
                            int64_t* so, int64_t* ho, int64_t* to, const T* h, int64_t n, int64_t nc, double gamma0,
-                           double tau, int64_t iters, int has_shift, double shift, T* g) {
+                           double tau, int64_t iters, int has_shift, double shift, T* g, int64_t k_out = 0,
+                           int64_t k_in = 0, int64_t infl = 0) {
   QueueCounters next;
-  const int rc = queue_step<T>(buf, cap, *a, *b, *c, *d, h, n, nc, gamma0, tau, iters, has_shift, shift, g, &next);
+  const int rc = queue_step<T>(buf, cap, *a, *b, *c, *d, h, n, nc, gamma0, tau, iters, has_shift, shift, g, &next,
+                               k_out, k_in, infl);
   if (rc == 0) { *so = next.size; *ho = next.head; *to = next.step; }
   return rc;
 }
@@ -83,10 +85,20 @@ int gammapo_queue_step_f32(float* buf, int64_t cap, const int64_t* a, const int6
                            const float* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, float* g) {
   return queue_step_ptrs<float>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
 }
+int gammapo_queue_step_kkt_f32(float* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
+                               int64_t* so, int64_t* ho, int64_t* to, const float* h, int64_t n, int64_t nc, double gamma0,
+                               double tau, int64_t k_out, int64_t k_in, int64_t infl, float* g) {
+  return queue_step_ptrs<float>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, 1, 0, 0.0, g, k_out, k_in, infl);
+}
 int gammapo_queue_step_f64(double* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
                            int64_t* so, int64_t* ho, int64_t* to,
                            const double* h, int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift, double* g) {
   return queue_step_ptrs<double>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, iters, has_shift, shift, g);
+}
+int gammapo_queue_step_kkt_f64(double* buf, int64_t cap, const int64_t* a, const int64_t* b, const int64_t* c, const int64_t* d,
+                               int64_t* so, int64_t* ho, int64_t* to, const double* h, int64_t n, int64_t nc, double gamma0,
+                               double tau, int64_t k_out, int64_t k_in, int64_t infl, double* g) {
+  return queue_step_ptrs<double>(buf, cap, a, b, c, d, so, ho, to, h, n, nc, gamma0, tau, 1, 0, 0.0, g, k_out, k_in, infl);
 }
 }
 """
@@ -105,6 +117,9 @@ def _bind(path: pathlib.Path) -> Any:
         fn.argtypes, fn.restype = [p, p, i64, p, i64, f64, f64, i64, i64, i64, f64], i32
         fn = getattr(lib, f"gammapo_mirror_{suffix}")
         fn.argtypes, fn.restype = [p, p, i64, f64, f64, i64, i32, f64], i32
+        fn = getattr(lib, f"gammapo_queue_step_kkt_{suffix}")
+        fn.argtypes = [p, i64, p, p, p, p, p, p, p, p, i64, i64, f64, f64, i64, i64, i64, p]
+        fn.restype = i32
         fn = getattr(lib, f"gammapo_queue_step_{suffix}")
         fn.argtypes = [p, i64, p, p, p, p, p, p, p, p, i64, i64, f64, f64, i64, i32, f64, p]
         fn.restype = i32
@@ -218,6 +233,8 @@ def queue_step(
         counters: ``(size, head, step, seed)``, 0-dim int64 CPU tensors.
         h: ``[n]`` float32/float64 CPU gaps (the compute dtype).
         n_candidates: ``K = min(capacity, max(sample_size − n, 0))``.
+        iters, shift: the mirror solver's K and normaliser shift; ``iters=None`` runs the default solver
+            instead (in float64), with ``shift`` = its ``(outer, inner, inflection)`` iteration counts.
 
     Returns:
         ``(gamma, new_buffer, (size, head, step))``: margins of ``h``, the new buffer in ``h``'s
@@ -242,6 +259,13 @@ def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift
     gamma = torch.empty_like(h)
     size, head, step, seed = counters
     lib = _LIBRARY.load()
+    if iters is None:  # the default solver: shift carries its iteration plan (outer, inner, inflection)
+        fn = lib.gammapo_queue_step_kkt_f64 if dtype == torch.float64 else lib.gammapo_queue_step_kkt_f32
+        if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
+              seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, *shift,
+              gamma.data_ptr()):
+            raise MemoryError("gammapo CPU calibration kernel: out of memory")
+        return gamma, new_buffer
     fn = lib.gammapo_queue_step_f64 if dtype == torch.float64 else lib.gammapo_queue_step_f32
     if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
           seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,

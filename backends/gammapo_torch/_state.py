@@ -43,8 +43,11 @@ import torch
 
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
+from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
 from gammapo_spec.random import MASK32, STREAM_SAMPLE, warmup_normals
+
 from . import _cpu_calibration
+
 from ._calibration import normaliser_shift, solve
 from ._dtypes import DTYPES, compute_dtype
 from ._hash import slot_keys, stream_key
@@ -252,8 +255,12 @@ def _kernel_plan(config: GammaPOConfig, capacity: int, n: int, dtype: torch.dtyp
     plan = _PLANS.get(key)
     if plan is None or plan[0] is not config:
         n_candidates = min(capacity, max(config.sample_size - n, 0))
-        shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, dtype)
-        plan = (config, n_candidates, config.gamma0, config.tau, config.iters, shift)
+        if config.solver == "mirror":
+            shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, dtype)
+            plan = (config, n_candidates, config.gamma0, config.tau, config.iters, shift)
+        else:  # the default solver: iters=None, and its iteration plan in place of the shift
+            k_out, k_in = iteration_plan(config.gamma0, config.tau) if config.gamma0 > 0 else (1, 1)
+            plan = (config, n_candidates, config.gamma0, config.tau, None, (k_out, k_in, INFLECTION_ITERS))
         if len(_PLANS) >= 64:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -263,12 +270,12 @@ def _kernel_plan(config: GammaPOConfig, capacity: int, n: int, dtype: torch.dtyp
 def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor) -> tuple[torch.Tensor, QueueState | None]:
     """:func:`calibrate_step` without validation, on detached gaps already in the compute dtype.
 
-    On eager CPU tensors with the mirror solver, the whole step is one call of the compiled kernel of
+    On eager CPU tensors (either solver), the whole step is one call of the compiled kernel of
     :mod:`gammapo_torch._cpu_calibration` (same sample and push, margins equal to rounding); the
     torch ops below run everywhere else (under ``torch.compile``, on CUDA, without a C++ compiler).
     """
     n = h.shape[0]
-    if state is not None and config.solver == "mirror":
+    if state is not None:
         buf, counters = state[0], state[1:]
         if _cpu_calibration.takes_step(buf, counters, h):
             _, n_candidates, gamma0, tau, iters, shift = _kernel_plan(config, buf.shape[0], n, h.dtype)

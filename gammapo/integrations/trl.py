@@ -15,7 +15,8 @@ What this class changes:
 
 2. it logs TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
    ``rewards/margins``, ``logps/chosen``, ``logps/rejected`` plus the loss's own metrics
-   (``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max``);
+   (``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max``, and ``gamma/log_spread`` =
+   log(γmax/γmin) beside its KKT bound ``gamma/spread_bound`` = γ0/τ);
 3. the loss's calibration state (the queue of recent gaps) is saved in every checkpoint
    (``gammapo_loss_state.pt``) and restored by ``train(resume_from_checkpoint=…)``, so a resumed run
    calibrates exactly as an uninterrupted one would.

@@ -15,10 +15,12 @@ from gammapo_jax import _cpu_kernel as K
 def test_bench_calibration_jax_contenders_and_verdict():
     s = B.setup(64)
     fns = B.contenders(s)
-    assert set(fns) == {"released", "gammapo jax jit", "gammapo jax jit, lax ops", "jit floor (inline)",
-                        "jit floor (queue-sized)"}
-    # the default contender is the kernel's one custom call, the lax-ops one has none
-    text = str(jax.make_jaxpr(lambda st, h: G.calibrate_step(s["config"], st, h))(s["state"], s["gaps"]))
+    assert set(fns) == {"released", "gammapo jax jit", "gammapo jax jit, released mirror",
+                        "gammapo jax jit, released mirror, lax ops", "jit floor (inline)", "jit floor (queue-sized)"}
+    assert s["config"].solver == "exact"  # the default contender runs the default solver
+    # the released-mirror contender is the kernel's one custom call
+    mirror = s["config"].replace(solver="mirror")
+    text = str(jax.make_jaxpr(lambda st, h: G.calibrate_step(mirror, st, h))(s["state"], s["gaps"]))
     assert "gammapo_queue_step_f32" in text or K.load() is None
     assert os.environ.get(B.KERNEL_SWITCH) is None, "the benchmark left the kernel switch set"
     single: dict[str, list[float]] = {}

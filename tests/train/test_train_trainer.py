@@ -38,7 +38,7 @@ def _trainer(tmp_path, loss, loss_kwargs, *, pairs=128, steps=4, batch=16, grad_
 
 TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                "logps/rejected")
-GAMMA_METRICS = ("gamma/mean", "gamma/std", "gamma/min", "gamma/max")
+GAMMA_METRICS = ("gamma/mean", "gamma/std", "gamma/min", "gamma/max", "gamma/log_spread", "gamma/spread_bound")
 
 
 @pytest.mark.parametrize("loss,kwargs", [
@@ -55,6 +55,8 @@ def test_trainer_loss_falls_and_logs_trl_and_gamma_metrics(tmp_path, loss, kwarg
     for key in TRL_METRICS + GAMMA_METRICS:
         assert key in logs[-1], f"{loss}: metric {key!r} missing from the log {sorted(logs[-1])}"
     assert logs[-1]["gamma/min"] <= logs[-1]["gamma/mean"] <= logs[-1]["gamma/max"]
+    # the KKT spread bound: log(γmax/γmin) < γ0/τ, logged beside the realised spread
+    assert 0.0 <= logs[-1]["gamma/log_spread"] < logs[-1]["gamma/spread_bound"]
     assert logs[-1]["gamma/std"] > 0, "calibrated margins should differ between pairs"
     assert int(trainer.pair_loss.inner.queue_step) == 40, "one calibration step per optimiser step"
 
