@@ -250,7 +250,7 @@ static T kkt_lse(const T* __restrict x, const T* __restrict vm, int64_t L) {
 template <typename T>
 static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt, int64_t nc, double gamma0_,
                double tau_, int64_t k_out, int64_t k_in, int64_t infl_iters, double eps_) {
-  T* w = (T*)malloc(sizeof(T) * 7 * (L > 0 ? L : 1));
+  T* w = (T*)malloc(sizeof(T) * 8 * (L > 0 ? L : 1));
   if (!w) return 1;
   T* __restrict xs = w;
   T* __restrict fs = w + L;
@@ -259,6 +259,7 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
   T* __restrict hi = w + 4 * L;
   T* __restrict d = w + 5 * L;
   T* __restrict vm = w + 6 * L;
+  T* __restrict us = w + 7 * L;  // u at the start of the outer iteration
   const T g0 = (T)gamma0_, tau = (T)tau_;
   const T m = (T)(cnt + (L - nc)), log_m = lg(m), cap = log_m + (T)1;
   const T slack = (T)16 * (T)eps_ * (cap + (T)2 + g0 / tau);
@@ -298,6 +299,7 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
   c = c > c_lo ? c : c_lo;
   c = c < c_hi ? c : c_hi;
   for (int64_t k = 0; k < k_out; ++k) {
+    memcpy(us, u, sizeof(T) * L);
     for (int64_t j = 0; j < k_in; ++j) {
 #pragma omp simd
       for (int64_t i = 0; i < L; ++i) {
@@ -325,17 +327,25 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
       d[i] = df;
     }
     const T f_lo = kkt_lse<T>(lo, vm, L) - log_m, f_hi = kkt_lse<T>(hi, vm, L) - log_m;
-    const bool above = f_lo > slack, below = !above && f_hi < -slack;
-    if (above) c_hi = c;
-    if (below) c_lo = c;
     const T total = kkt_lse<T>(u, vm, L);
-    T den = 0;
-#pragma omp simd reduction(+ : den)
+    T den = 0, moved = 0, umax = 0;
+#pragma omp simd reduction(+ : den) reduction(max : moved, umax)
     for (int64_t i = 0; i < L; ++i) {
       den += vm[i] * ex(u[i] - total) / d[i];
-      u[i] = u[i] < cap ? u[i] : cap;
+      const T uc = u[i] < cap ? u[i] : cap;
+      u[i] = uc;
+      const T dm = vm[i] * (uc > us[i] ? uc - us[i] : us[i] - uc), au = vm[i] * (uc > 0 ? uc : -uc);
+      moved = dm > moved ? dm : moved;
+      umax = au > umax ? au : umax;
     }
-    const T c_new = c - (total - log_m) / den;
+    const T f_lin = total - log_m;
+    bool above = f_lo > slack, below = !above && f_hi < -slack;
+    const bool settled = !above && !below && moved <= (T)64 * (T)eps_ * ((T)1 + umax);
+    above = above || (settled && f_lin > 0);
+    below = below || (settled && f_lin < 0);
+    if (above) c_hi = c;
+    if (below) c_lo = c;
+    const T c_new = c - f_lin / den;
     const T width = c_hi - c_lo, in_lo = c_lo + (T)0.125 * width, in_hi = c_hi - (T)0.125 * width;
     const T toward = c_new < in_lo ? in_lo : (c_new > in_hi ? in_hi : c_new);
     c = (c_new >= c_lo && c_new <= c_hi) ? c_new : ((above || below) ? (T)0.5 * (c_lo + c_hi) : toward);

@@ -168,6 +168,7 @@ def kkt_log_margins(ops: Any, h, valid, count, *, gamma0: float, tau: float, pla
 
     def outer(carry):
         u, c, c_lo, c_hi = carry
+        u_start = u
         convex = f_star > c  # the root lies on the convex side of x*
 
         def inner(u):
@@ -192,6 +193,12 @@ def kkt_log_margins(ops: Any, h, valid, count, *, gamma0: float, tau: float, pla
         f_lin = total - log_m
         c_new = c - f_lin / ops.sum(weights / df)
         u = ops.minimum(u_lin, cap)
+        # no certain evidence, but the iterates have stopped moving at this c (a steep F_i whose float32
+        # rounding keeps its Lipschitz bounds wide): then the linearised sign is the inner solution's own
+        moved = ops.max(masked(ops.maximum(u - u_start, u_start - u), zero))
+        settled = ~above & ~below & (moved <= 64.0 * ops.eps(h) * (1.0 + ops.max(masked(ops.maximum(u, -u), zero))))
+        above = above | (settled & (f_lin > 0))
+        below = below | (settled & (f_lin < 0))
         evidence = above | below
         c_hi = ops.where(above, c, c_hi)
         c_lo = ops.where(below, c, c_lo)

@@ -36,17 +36,13 @@ by a few 1e-6 in float32 (vectorised exp/log and the order of sums round differe
 
 Speed
 -----
-On CPU the whole calibration step (hash sampling, the 19 mirror updates, the push) is by default one
-call of a small C++ kernel (:mod:`gammapo_torch._cpu_calibration`: compiled once with ``g++`` in about
-a second, cached in ``~/.cache/gammapo``, vectorised by the compiler), eagerly and, as a custom
-operator, inside ``torch.compile`` graphs. Measured on a shared 2-core CPU against the released
-code's per-step path in the same run: 32× faster at 256 gaps (27.5 µs against 874 µs; ratios move
-with the machine's load, because the released path's many small ops slow down more), 34×, 20× and
-14× at 64, 1024 and 4096 gaps; the op-by-op tensor path it replaces (~250 small ops, still what runs
-on CUDA or without a C++ compiler, ``GAMMAPO_DISABLE_CPU_KERNEL=1``) runs at 0.7–1.1× the released
-speed. The training-step overhead of γ-SimPO over SimPO on the embedded tiny Llama is +1.2% (eager;
-+12.1% with the op-by-op path, +1.6% with the loss compiled). ``benchmarks/bench_calibration_torch.py`` and ``bench_step_overhead.py`` measure this
-(``benchmarks/results/``). No GPU was available to time the CUDA path or the Triton kernel.
+On CPU the whole calibration step (hash sampling, the solver, the push) is by default one call of a
+small C++ kernel (:mod:`gammapo_torch._cpu_calibration`: compiled once with ``g++`` in about a second,
+cached in ``~/.cache/gammapo``, vectorised by the compiler), eagerly and, for the released mirror
+arithmetic, as a custom operator inside ``torch.compile`` graphs. The measured figures, each against the
+released code's per-step path in the same run, are in the docs' benchmarks page and
+``benchmarks/results/`` (``bench_calibration_torch.py``, ``bench_step_overhead.py``). No GPU was
+available to time the CUDA path or the Triton kernel.
 
 Value checks and synchronisation
 --------------------------------
@@ -57,7 +53,7 @@ is_compiling()``), so the compiled step has no sync and no graph break. With ``c
 the eager step never synchronises either: the queue state lives on the device (0-dim int64 counters),
 sampling uses the portable integer hash on the device, and the data-dependent sample size is handled
 by masking a fixed-size candidate set — no ``.item()``, ``.tolist()``, ``.cpu()`` or Python ``random``
-in the per-step path (the mirror solver; ``solver="exact"`` synchronises, see
+in the per-step path (either solver; see
 :mod:`gammapo_torch._calibration`). ``state_to_dict`` reads the counters back (checkpoint time only).
 On CUDA the mirror calibration of up to 4096 gaps runs as one fused Triton kernel when Triton is
 installed (:mod:`gammapo_torch._triton_calibration`).

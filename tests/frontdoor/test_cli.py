@@ -36,6 +36,30 @@ def test_cli_calibrate_bad_hyperparameter_is_a_clear_error(capsys):
     assert "tau must be a finite number > 0" in capsys.readouterr().err
 
 
+def test_cli_calibrate_names_its_solvers_and_claims_rank_consistency_only_where_it_holds(capsys):
+    """At τ = 1, γ0 = 4 the released mirror iterate ranks these gaps wrongly: the command says so and warns."""
+    gaps = "3.2,5.3,-7.7,-0.4,3.0,4.1,2.0,4.5"
+    assert main(["calibrate", "--gaps", gaps, "--tau", "1"]) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert "exact (the minimiser, the default solver)" in out and "mirror (the released arithmetic)" in out
+    assert "exact: confident pairs (large h) get larger margins" in out
+    assert "mirror: the margins are NOT monotone in the gaps" in out
+    assert "mirror: confident pairs" not in out
+    assert "kappa = gamma0^2/(8 tau) = 2" in err and "use the exact solver" in err
+    assert "log(γmax/γmin) < γ0/τ = 4" in out
+    # the released recipe: both solvers agree, no warning, both claims hold
+    assert main(["calibrate"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "mirror: confident pairs" in captured.out
+
+
+def test_cli_calibrate_unknown_backend_is_one_line_and_exit_2(capsys):
+    assert main(["calibrate", "--backend", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown backend 'foo'" in err and "Traceback" not in err
+
+
 def test_cli_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "gammapo", "backends"], capture_output=True, text=True, check=True)
     assert "numpy" in out.stdout and "available" in out.stdout
