@@ -27,8 +27,10 @@ The numerics, as one written decision
 * **Outer equation**: c lies in :math:`(\tau, \tau + \gamma_0)`. Each outer iteration takes a Newton
   step on :math:`\log\sum_i e^{u_i(c)} = \log M` with the implicit derivative
   :math:`du_i/dc = 1/F_i'(u_i)`; the bracket on c shrinks only on *certain* evidence (the Lipschitz
-  bounds of every :math:`u_i` put the sum above or below M by more than rounding), and a step outside
-  the bracket bisects it.
+  bounds of every :math:`u_i` put the sum above or below M by more than rounding, or the iterates have
+  stopped moving at this c and the linearised sum decides), and a step outside the bracket bisects
+  it; without evidence (the bracket unchanged) it steps toward the Newton point, an eighth of the
+  bracket inside it, instead.
 * **Cap**: iterates stay below :math:`\log M + 1` (any :math:`u_i` above it already makes the mean of
   :math:`e^{u}` exceed 1), so nothing overflows in float32.
 * **Finish**: a uniform shift of u makes :math:`\operatorname{mean}(\gamma) = \gamma_0` exact to

@@ -49,6 +49,15 @@ GAMMA_SIMPO = textwrap.dedent("""
                    "gamma_logged": "gamma/mean" in tr.state.log_history[-2]}, f)
 """)
 
+# an orderly end: both ranks leave together and the gloo group is torn down before interpreter exit (an
+# exit with the group's threads still running aborted one rank once: "terminate called without an
+# active exception", SIGABRT after it had written its result)
+TEARDOWN = textwrap.dedent("""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+""")
+
 BETA_DPO = textwrap.dedent("""
     # a reference unlike the policy: the gaps are data-dependent from the first step (with a copy of the
     # policy they start at exactly 0 on every rank, and per-rank statistics would look global)
@@ -67,7 +76,7 @@ needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")
 def train_on_two_ranks(tmp_path, body: str) -> list[dict]:
     """Run ``SETUP + body`` under ``torchrun --nproc_per_node 2``; each rank's result file, in rank order."""
     script = tmp_path / "ddp_train.py"
-    script.write_text(SETUP + body)
+    script.write_text(SETUP + body + TEARDOWN)
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     proc = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
                            str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
