@@ -51,6 +51,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .numerics import sigmoid
+
 __all__ = ["TOLERANCE", "NumpyOps", "iteration_plan", "kkt_log_margins", "kkt_margins"]
 
 #: The stated float64 tolerance of :func:`kkt_margins`, relative to γ0 (max over pairs).
@@ -96,10 +98,7 @@ class NumpyOps:
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
 
-    @staticmethod
-    def sigmoid(z):
-        e = np.exp(-np.abs(z))
-        return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    sigmoid = staticmethod(sigmoid)
 
     @staticmethod
     def eps(x):

@@ -263,7 +263,7 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "exact",
         if ok is not None:
             check_finite("gaps", ok)
     normaliser = static_normaliser(gamma0, tau, h.shape[-1], h.dtype)
-    plan = iteration_plan(float(gamma0), float(tau)) if float(gamma0) > 0 else (1, 1)
+    plan = iteration_plan(float(gamma0), float(tau))
     return solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, plan=plan)
 
 

@@ -271,7 +271,7 @@ def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
 
 def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
     normaliser = static_normaliser(config.gamma0, config.tau, length, dtype)
-    plan = iteration_plan(config.gamma0, config.tau) if config.gamma0 > 0 else (1, 1)
+    plan = iteration_plan(config.gamma0, config.tau)
     return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser,
                 plan=plan)
 

@@ -42,7 +42,7 @@ import math
 import torch
 
 from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
-from gammapo_spec.kkt_solver import kkt_log_margins
+from gammapo_spec.kkt_solver import NumpyOps, kkt_log_margins
 
 from . import _cpu_calibration, _triton_calibration
 from ._dtypes import compute_dtype
@@ -68,6 +68,16 @@ def normaliser_shift(length: int, gamma0: float, tau: float, dtype: torch.dtype)
     if shift + math.log(length) > math.log(torch.finfo(dtype).max) - 8.0:
         return None
     return shift
+
+
+def _mask(h: torch.Tensor, count: torch.Tensor | None, n_candidates: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(valid, M)`` of a masked calibration set: the first ``count`` of ``n_candidates`` candidate slots
+    and every later slot take part (``count=None``: all, ``valid=None``); M as a 0-dim tensor of h's dtype."""
+    length = h.shape[0]
+    if count is None:
+        return None, torch.full((), float(length), dtype=h.dtype, device=h.device)
+    idx = torch.arange(length, device=h.device)
+    return (idx < count) | (idx >= n_candidates), (count + (length - n_candidates)).to(h.dtype)
 
 
 def mirror_margins(
@@ -114,13 +124,7 @@ def mirror_margins(
     """
     length = h.shape[0]
     eta = min(0.5 / tau, 1.0)
-    if count is None:
-        valid = None
-        m = torch.full((), float(length), dtype=h.dtype, device=h.device)
-    else:
-        idx = torch.arange(length, device=h.device)
-        valid = (idx < count) | (idx >= n_candidates)
-        m = (count + (length - n_candidates)).to(h.dtype)
+    valid, m = _mask(h, count, n_candidates)
     invalid = None if valid is None else ~valid
     shift = normaliser_shift(length, gamma0, tau, h.dtype)
     log_p = (-torch.log(m)).expand(length)
@@ -153,15 +157,11 @@ class TorchOps:
     exp, log, tanh, sigmoid, where = torch.exp, torch.log, torch.tanh, torch.sigmoid, torch.where
     minimum, maximum, sum, max = torch.minimum, torch.maximum, torch.sum, torch.amax
 
+    loop = staticmethod(NumpyOps.loop)  # a Python loop, as for NumPy
+
     @staticmethod
     def eps(x: torch.Tensor) -> float:
         return torch.finfo(x.dtype).eps
-
-    @staticmethod
-    def loop(n, body, carry):
-        for _ in range(n):
-            carry = body(carry)
-        return carry
 
 
 def exact_log_margins(
@@ -173,14 +173,7 @@ def exact_log_margins(
     no host synchronisation, static shapes and loop counts (γ0/τ decides them), so it compiles with
     ``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph. Masked slots hold −∞.
     """
-    length = h.shape[0]
-    if count is None:
-        valid = None
-        m = torch.full((), float(length), dtype=h.dtype, device=h.device)
-    else:
-        idx = torch.arange(length, device=h.device)
-        valid = (idx < count) | (idx >= n_candidates)
-        m = (count + (length - n_candidates)).to(h.dtype)
+    valid, m = _mask(h, count, n_candidates)
     return kkt_log_margins(TorchOps, h, valid, m, gamma0=gamma0, tau=tau)
 
 

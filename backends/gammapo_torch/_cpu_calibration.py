@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from gammapo import _native
+from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
 from gammapo._native import writable_cache_dir as _writable_cache_dir  # noqa: F401  (kept for the tests)
 
 __all__ = [
@@ -194,8 +195,6 @@ def exact_margins(
     The arithmetic of :func:`gammapo_spec.kkt_solver.kkt_log_margins` with its iteration plan; the
     mask (the first ``count`` of ``n_candidates`` candidate slots, then every slot) as there.
     """
-    from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
-
     h = h.contiguous()
     out = torch.empty_like(h)
     lib = _LIBRARY.load()

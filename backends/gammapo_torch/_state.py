@@ -259,8 +259,8 @@ def _kernel_plan(config: GammaPOConfig, capacity: int, n: int, dtype: torch.dtyp
             shift = normaliser_shift(n_candidates + n, config.gamma0, config.tau, dtype)
             plan = (config, n_candidates, config.gamma0, config.tau, config.iters, shift)
         else:  # the default solver: iters=None, and its iteration plan in place of the shift
-            k_out, k_in = iteration_plan(config.gamma0, config.tau) if config.gamma0 > 0 else (1, 1)
-            plan = (config, n_candidates, config.gamma0, config.tau, None, (k_out, k_in, INFLECTION_ITERS))
+            plan = (config, n_candidates, config.gamma0, config.tau, None,
+                    (*iteration_plan(config.gamma0, config.tau), INFLECTION_ITERS))
         if len(_PLANS) >= 64:
             _PLANS.clear()
         _PLANS[key] = plan
