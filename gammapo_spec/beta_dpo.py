@@ -65,8 +65,8 @@ Decisions, and where they follow the released code (``trainers.py``, ``preferenc
   the spec's step sees whatever gaps it is given, and a data-parallel step is defined as this step on
   the concatenated batch of all ranks (rank order), each rank keeping its own pairs' mask and losses.
   The torch backend does that gather itself under ``torch.distributed`` (its loss on a rank is
-  world_size · its kept losses / k, so the ranks' mean is this loss); the JAX backend does not gather
-  (gather the gaps yourself inside ``shard_map`` to get the same step).
+  world_size · its kept losses / k, so the ranks' mean is this loss); the JAX backend does it inside
+  ``shard_map``/``pmap`` when given ``gather=AxisGather("data")`` (same loss convention).
 """
 
 from __future__ import annotations

@@ -19,6 +19,13 @@ selection scores and β are computed in the widest float JAX has enabled: float6
 (``jax.jit(partial(beta_dpo_step, beta0=..., ...))``); the finite-value checks run only on concrete
 (eager) values. The state is a :class:`BetaDPOState` ``NamedTuple`` of 0-dim arrays.
 
+Data parallelism: inside ``shard_map``/``pmap`` pass ``gather=AxisGather("data")`` (the hook the γ-PO
+loss takes). The gaps of every shard are all-gathered in axis order, the statistics, the kept subset
+and β are those of the global batch (every shard computes the same state), each shard returns its own
+pairs' ``losses``, ``mask`` and ``gaps``, and ``loss`` = P · Σ(own kept losses) / k_global for P
+shards, so the mean over the axis (``lax.pmean``, what data-parallel gradient averaging optimises) is
+the single-process loss on the concatenated batch, as in the torch backend under ``torch.distributed``.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from gammapo_jax.beta_dpo import beta_dpo_step, init_beta_dpo_state
@@ -30,12 +37,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from gammapo_spec import beta_dpo as _spec
-from gammapo_spec.errors import StateError
+from gammapo_spec.errors import InputError, StateError
 from gammapo_spec.validation import check_finite
 
 from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
@@ -102,11 +109,14 @@ def beta_dpo_step(
     rho: float = 0.8,
     momentum: float = 0.9,
     beta_min: float = 1e-3,
+    gather: Callable[[jax.Array], tuple[jax.Array, Any]] | None = None,
 ) -> BetaDPOOutput:
     """:func:`gammapo_spec.beta_dpo.beta_dpo_step` on JAX arrays (same arguments, errors and subset).
 
     Differentiate ``out.loss`` (e.g. with ``jax.grad`` of a function returning it): gradients flow
-    through the gaps only; β, the mask and the statistics are ``stop_gradient``.
+    through the gaps only; β, the mask and the statistics are ``stop_gradient``. ``gather``: the
+    data-parallel hook ``gather(local_gaps) -> (global_gaps, offset)``, e.g. ``AxisGather("data")``
+    inside ``shard_map`` (module docstring); ``None``: this batch alone.
 
     Raises:
         ConfigError, InputError, StateError: as the reference, same class and message.
@@ -127,6 +137,12 @@ def beta_dpo_step(
     ft = default_float()
     c64, r64, cr64, rr64 = (jax.lax.stop_gradient(x).astype(ft) for x in xs)
     g64 = (c64 - cr64) - (r64 - rr64)
+    n_local, offset = n, 0
+    if gather is not None:
+        g64, offset = gather(g64)
+        n = int(g64.shape[0])  # the global batch from here on (n_local · shards)
+        if n % n_local:
+            raise InputError(f"gather returned {n} gaps for {n_local} local pairs: not a whole number of shards", field="gather")
     zero = jnp.zeros((), ft)
     # equal gaps: std exactly 0, as the reference (max == min, not the rounded formula)
     batch_std = jnp.where(g64.max() == g64.min(), zero, jnp.std(g64, ddof=1)) if n > 1 else zero
@@ -147,10 +163,12 @@ def beta_dpo_step(
     new_state = BetaDPOState(gap_mean=mean, gap_std=std, step=jnp.asarray(state.step, jnp.uint32) + jnp.uint32(1),
                              seed=jnp.asarray(state.seed, jnp.uint32))
 
+    if gather is not None:
+        mask_f = jax.lax.dynamic_slice_in_dim(mask_f, offset, n_local)
     mask = mask_f.astype(dt)
     z_loss = -beta.astype(dt) * gaps
     losses = jnp.logaddexp(z_loss, jnp.zeros_like(z_loss))
-    loss = jnp.sum(mask * losses) / k
+    loss = jnp.sum(mask * losses) * (n // n_local) / k  # shards · own kept sum / k (one shard: sum / k)
     return BetaDPOOutput(loss=loss, losses=losses, mask=mask, beta=beta, gaps=gaps, state=new_state)
 
 
