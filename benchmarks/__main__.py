@@ -120,14 +120,22 @@ def write_summary(out: pathlib.Path, records: list[dict[str, Any]], machine: dic
     return target
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks``; returns 0 when every benchmark ran or was skipped."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Run gammapo's benchmarks.")
+def build_parser(prog: str = "gammapo bench") -> argparse.ArgumentParser:
+    """The options of ``gammapo bench`` / ``python -m benchmarks``."""
+    from gammapo.cli import CliParser
+
+    parser = CliParser(prog=prog, description="Run gammapo's benchmarks (from a source checkout).")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(REGISTRY)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds each), for smoke tests")
     parser.add_argument("--out", default=None, help=f"results folder (default {RESULTS})")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--summary-only", action="store_true", help="only rewrite summary.md from the files in the results folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``; returns 0 when every benchmark ran or was skipped."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         for name, (module, what) in REGISTRY.items():

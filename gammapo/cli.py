@@ -1,5 +1,8 @@
 """The ``gammapo`` command line (also ``python -m gammapo``).
 
+Every bad input (an unknown backend, a framework that is not installed, a bad option value) is answered
+with one line, ``gammapo <command>: error: <what is wrong>``, and exit status 2, before any work starts.
+
 Subcommands:
 
 * ``calibrate`` — a worked margin calibration on the embedded example gaps (or your own);
@@ -17,10 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Sequence
 
-__all__ = ["main", "EXAMPLE_GAPS"]
+__all__ = ["main", "build_parser", "CliParser", "EXAMPLE_GAPS"]
+
+#: What ``gammapo --help`` says first (plain text: argparse prints it as it is).
+DESCRIPTION = "gammapo: γ-PO margin calibration, conformance, training, data selection and benchmarks."
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``PROG: error: MESSAGE (see PROG --help)``), exit 2.
+
+    argparse's default prints the whole usage block before the message; one line is easier to read
+    and to grep in a log.
+    """
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 #: The embedded example: reward gaps of 12 pairs from confident (large h) to probably mislabelled
 #: (negative h), in reward units of the released Llama-3 recipe (β = 10).
@@ -31,9 +49,12 @@ def _parse_gaps(text: str) -> list[float]:
     try:
         gaps = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--gaps wants comma-separated numbers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"wants comma-separated numbers, got {text!r}") from exc
     if not gaps:
-        raise argparse.ArgumentTypeError("--gaps is empty")
+        raise argparse.ArgumentTypeError("is empty")
+    bad = [g for g in gaps if not math.isfinite(g)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"wants finite numbers, got {bad[0]!r}")
     return gaps
 
 
@@ -47,13 +68,20 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, default=10.0, help="β (default 10, the Llama-3 recipe)")
     p.add_argument("--gamma-beta-ratio", type=float, default=0.4, help="γ0/β (default 0.4); γ0 = β·ratio")
     p.add_argument("--tau", type=float, default=10.0, help="τ, the entropy weight (default 10)")
-    p.add_argument("--iters", type=int, default=20, help="mirror-descent iterations (default 20)")
+    p.add_argument("--iters", type=int, default=20,
+                   help="iterations of the mirror solver (default 20; the exact solver ignores it)")
     p.add_argument("--solver", choices=["exact", "mirror", "both"], default="both",
                    help="exact: the minimiser (the default solver everywhere); mirror: the released arithmetic; "
                         "both (default here): side by side")
-    p.add_argument("--backend", default="numpy", help="backend to calibrate with (default: the reference)")
+    p.add_argument("--backend", default="numpy",
+                   help="backend to calibrate with: numpy (the reference, default), torch, jax, or a plug-in name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_calibrate)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a multi-line message is joined with "; ")."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -76,8 +104,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         return 2
     try:
         backend = gammapo.get_backend(args.backend)
-    except Exception as exc:  # an unknown name, or a framework that is not installed
-        print(f"gammapo calibrate: error: {exc}", file=sys.stderr)
+    except (gammapo.BackendNotFoundError, gammapo.BackendProtocolError, ImportError) as exc:
+        # an unknown name, a plug-in that is not a backend, or a framework that is missing or broken
+        print(f"gammapo calibrate: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     gaps = np.asarray(args.gaps, dtype=np.float64)
     solvers = ["exact", "mirror"] if args.solver == "both" else [args.solver]
@@ -148,7 +177,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_backends(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backends", help="list the known backends and whether they can load here")
+    p = sub.add_parser("backends", help="list the known backends and whether they can load here",
+                       description="List the known backends and whether their framework is installed here.")
     p.set_defaults(func=_run_backends)
 
 
@@ -168,8 +198,23 @@ _PASSTHROUGH: dict[str, tuple[str, str]] = {
     "train": ("gammapo.train.cli:main", "train with γ-PO through TRL"),
     "select": ("gammapo.data.cli:select_main", "alignment-potential selection of preference data"),
     "augment": ("gammapo.data.cli:augment_main", "reward-augmented relabelling of preference data"),
-    "bench": ("benchmarks.__main__:main", "run the benchmarks (from a checkout)"),
+    "bench": ("benchmarks.__main__:main", "run the benchmarks (from a source checkout)"),
 }
+
+
+def _source_checkout() -> "pathlib.Path | None":
+    """The source checkout this gammapo runs from (an editable install), or the working directory if it is one.
+
+    A checkout is a folder holding ``benchmarks/__main__.py`` beside ``gammapo/``.
+    """
+    import pathlib
+
+    import gammapo
+
+    for root in (pathlib.Path(gammapo.__file__).resolve().parents[1], pathlib.Path.cwd()):
+        if (root / "benchmarks" / "__main__.py").is_file() and (root / "gammapo").is_dir():
+            return root
+    return None
 
 
 def _passthrough(sub: argparse._SubParsersAction, name: str, help_text: str, target: str) -> None:
@@ -183,17 +228,34 @@ def _delegate(target: str, argv: list[str]) -> int:
     import importlib
 
     module_name, _, attr = target.partition(":")
+    command = next(name for name, (t, _) in _PASSTHROUGH.items() if t == target)
+    if module_name.startswith("benchmarks"):
+        root = _source_checkout()
+        if root is None:
+            print("gammapo bench: error: the benchmarks ship with the source, not with the installed package: "
+                  "run gammapo bench inside a clone of the gammapo repository (pip install -e . there)",
+                  file=sys.stderr)
+            return 2
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        print(f"gammapo: this command needs {exc.name or module_name}, which is not installed ({exc})", file=sys.stderr)
+        missing = exc.name or module_name
+        print(f"gammapo {command}: error: this command needs {missing}, which is not installed here "
+              f"({_one_line(exc)})", file=sys.stderr)
         return 2
     return int(getattr(module, attr)(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gammapo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    import gammapo
+
+    parser = CliParser(prog="gammapo", description=DESCRIPTION,
+                       epilog="Run 'gammapo COMMAND --help' for the options of one command.")
+    parser.add_argument("--version", action="version", version=f"gammapo {gammapo.__version__}",
+                        help="print the installed gammapo version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CliParser)
     _add_calibrate(sub)
     _add_backends(sub)
     for name, (target, help_text) in _PASSTHROUGH.items():
@@ -211,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _delegate(_PASSTHROUGH[argv[0]][0], argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except GammaPOError as exc:
-        print(f"gammapo: error: {exc}", file=sys.stderr)
+    except GammaPOError as exc:  # a bad value that only the computation could check
+        prog = f"gammapo {argv[0]}" if argv and not argv[0].startswith("-") else "gammapo"
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
