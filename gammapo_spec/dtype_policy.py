@@ -2,8 +2,8 @@
 
 The reference computes in float64. A backend computes in the precision of its inputs, except that
 half-precision inputs are upcast, because the calibration's normalisation and the batch mean lose
-too much in 8 mantissa bits (the released code keeps bf16 gaps through all 20 iterations; the spec
-does not copy that):
+too much in 8 mantissa bits (the released code computes its gaps in float32: the transformers
+version it pins casts the logits to float32):
 
 ============================  =========================================================
 input dtype                   compute dtype (rewards, gaps, calibration, losses, mean)

@@ -26,9 +26,9 @@ Decisions (the forms ``ALGORITHMS.md`` flags):
 * **Label smoothing** uses the conservative-DPO form :math:`-\varepsilon\log\sigma(-(h - m))`: the binary
   cross-entropy of *one* Bradley–Terry-with-margin model, :math:`P(y_w \succ y_l) = \sigma(h - m)`, against a
   soft label 1 − ε. It is what cDPO, SimPO's own code and TRL's CPOTrainer compute, and it is minimised
-  at a finite z (where σ(z) = 1 − ε). The alternative, the γ-PO repository's copy of the SimPO trainer,
-  smooths with :math:`-\varepsilon\log\sigma(-h - m)` ("symmetric margin": the flipped pair must also clear
-  the margin). The two coincide when m = 0 and differ whenever a margin is present; gammapo does not
+  at a finite z (where σ(z) = 1 − ε). The alternative, the plain ``simpo`` loss of the γ-PO repository's copy
+  of the SimPO trainer, smooths with :math:`-\varepsilon\log\sigma(-h - m)` ("symmetric margin": the flipped
+  pair must also clear the margin); its ``gm-simpo`` ignores label smoothing altogether. The two coincide when m = 0 and differ whenever a margin is present; gammapo does not
   offer the symmetric form.
 * **IPO** is Azar et al.'s :math:`(\Delta - 1/(2\beta))^2` with Δ the *unscaled, summed* log-ratio
   difference (:math:`\Delta = h/\beta`), which is :math:`((z - 1/2)/\beta)^2` with z = h − m. The alternatives:

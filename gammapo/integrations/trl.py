@@ -14,9 +14,11 @@ What this class changes:
       \qquad \tfrac1N\textstyle\sum_i\gamma_i = \gamma_0 = \beta\cdot\text{gamma\_beta\_ratio};
 
 2. it logs TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
-   ``rewards/margins``, ``logps/chosen``, ``logps/rejected`` plus the loss's own metrics
-   (``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max``, and ``gamma/log_spread`` =
-   log(γmax/γmin) beside its KKT bound ``gamma/spread_bound`` = γ0/τ);
+   ``rewards/margins``, ``logps/chosen``, ``logps/rejected``, ``logits/chosen``, ``logits/rejected``,
+   ``entropy``, ``mean_token_accuracy`` and ``num_tokens`` as ``DPOTrainer`` does, plus the loss's own
+   metrics (``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max``, and ``gamma/log_spread`` =
+   log(γmax/γmin) beside its KKT bound ``gamma/spread_bound`` = γ0/τ), each over all the margins of
+   the step on every rank (the standard deviation pooled over the ranks, not averaged);
 3. the loss's calibration state (the queue of recent gaps) is saved in every checkpoint
    (``gammapo_loss_state.pt``) and restored by ``train(resume_from_checkpoint=…)``, so a resumed run
    calibrates exactly as an uninterrupted one would.
@@ -66,6 +68,7 @@ from trl import DPOConfig, DPOTrainer
 
 from gammapo_spec.config import GammaPOConfig
 
+from ._trl_metrics import reduce_loss_metrics, reduce_token_metrics, token_sums, token_sums_from_logits
 from .losses import (
     GammaPOPairLoss,
     PairBatch,
@@ -482,6 +485,10 @@ class GammaPOTrainer(DPOTrainer):
         outputs = model(**model_kwargs, labels=labels, use_cache=False, fused_lm_head=True)
         shift_mask = completion_mask[:, 1:]
         per_token = outputs.log_probs[:, -shift_mask.size(1):]  # 0 where the label is -100
+        if all(getattr(outputs, name, None) is not None for name in ("entropy", "mean_logits", "is_top1")):
+            seq = shift_mask.size(1)
+            self._token_sums = token_sums(outputs.entropy[:, -seq:], outputs.mean_logits[:, -seq:],
+                                          outputs.is_top1[:, -seq:], shift_mask)
         chosen, rejected = per_token.sum(dim=1).chunk(2, dim=0)
         len_w, len_l = shift_mask.sum(dim=1).chunk(2, dim=0)
         ref_c = ref_r = None
@@ -503,6 +510,7 @@ class GammaPOTrainer(DPOTrainer):
         logits = model(**model_kwargs, use_cache=False).logits[:, -mask.size(1) - 1 : -1]
         with torch.no_grad():
             ref_logits = self.ref_model(**model_kwargs, use_cache=False).logits[:, -mask.size(1) - 1 : -1]
+        self._token_sums = token_sums_from_logits(logits, labels, mask)
         return self.pair_loss.token_inputs(logits, ref_logits, labels, mask)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -510,9 +518,11 @@ class GammaPOTrainer(DPOTrainer):
         if return_outputs:
             raise ValueError("GammaPOTrainer.compute_loss returns the loss only (TRL deprecated return_outputs)")
         mode = "train" if self.model.training else "eval"
+        self._token_sums = None
         batch = self.pair_batch(model, inputs)
         out = self.pair_loss(batch, update_state=mode == "train")
         self._log_pair_metrics(mode, batch, out)
+        self._log_token_metrics(mode, inputs)
         return out.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -532,11 +542,30 @@ class GammaPOTrainer(DPOTrainer):
             "logps/chosen": gather(batch.chosen_logps.detach()).mean(),
             "logps/rejected": gather(batch.rejected_logps.detach()).mean(),
         }
-        for key, value in out.metrics.items():
-            values = gather(value.detach().reshape(1))
-            logged[key] = values.min() if key.endswith("/min") else values.max() if key.endswith("/max") else values.mean()
+        logged.update(reduce_loss_metrics(gather, out.metrics, int(out.chosen_rewards.shape[0])))
         for key, value in logged.items():
             self._metrics[mode][key].append(float(value))
+
+    def _log_token_metrics(self, mode: str, inputs: dict[str, torch.Tensor]) -> None:
+        """TRL's ``entropy``, ``logits/*``, ``mean_token_accuracy`` and ``num_tokens``, as DPOTrainer logs them."""
+        if self._token_sums is not None:
+            for key, value in reduce_token_metrics(self.accelerator.gather, self._token_sums).items():
+                self._metrics[mode][key].append(value)
+        if mode == "train":
+            attended = self.accelerator.gather(inputs["attention_mask"].sum().reshape(1)).sum().item()
+            self._total_train_tokens += attended // getattr(self, "_tp_size", 1)
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    # --- the model card -----------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """The card TRL writes beside the checkpoints, naming the base model (or "trained from a config"), the
+        loss actually trained with its β, γ0, τ and solver, and the papers (γ-PO and the loss's own)."""
+        if self.is_world_process_zero():
+            from .model_card import write_model_card
+
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            write_model_card(self, os.path.join(self.args.output_dir, "README.md"), model_name=model_name,
+                             dataset_name=dataset_name)
 
     # --- the loss state in checkpoints --------------------------------------------------------
     def _save_checkpoint(self, model, trial):
