@@ -41,3 +41,19 @@ def test_releases_users_have_are_allowed():
     assert pinned, "the README no longer installs a torch release first"
     for name, version in [("torch", "2.15.0"), ("jax", "0.12.0"), *(("torch", v) for v in pinned)]:
         assert Version(version) in ranges[name], f"{name} {version} is outside {name}{ranges[name]}"
+
+
+def test_license_is_an_spdx_expression_and_the_file_ships():
+    project = PYPROJECT["project"]
+    assert project["license"] == "Apache-2.0", "project.license must be an SPDX string (a TOML table is deprecated)"
+    assert project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+
+
+def test_version_has_one_source():
+    import gammapo
+
+    assert "version" in PYPROJECT["project"]["dynamic"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "gammapo.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?", gammapo.__version__)
