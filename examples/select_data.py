@@ -3,7 +3,7 @@
 Writes a scored preference set (plain prompt/chosen/rejected records with annotator scores) as JSONL,
 builds a tiny local causal LM from a config (no download) and saves it, then runs
 
-    gammapo select IN OUT --fraction 0.4 --model MODEL
+    gammapo select IN OUT --select-fraction 0.4 --model MODEL
 
 which fills the missing log-prob and length columns with the model, scores every pair by
 alignment potential AP = z(s_w - s_l) - z(|c/|y_w| - r/|y_l||), and keeps the top 40%. It also
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     write_preferences(src)
     save_tiny_model(model)
 
-    status = select_main([src, dst, "--fraction", "0.4", "--model", model, "--score-field", "alignment_potential",
+    status = select_main([src, dst, "--select-fraction", "0.4", "--model", model, "--score-field", "alignment_potential",
                           "--overwrite", "--quiet"])
     if status:
         return status

@@ -37,7 +37,10 @@ Decisions fixed by this spec (alternatives named):
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import re
+import string
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError, InputError
@@ -57,6 +60,44 @@ DEFAULT_TEMPLATE = "You are a helpful assistant. Write a response whose overall 
 MODES = ("system", "prefix")
 
 
+#: A template's format spec: ``[[fill]align][sign][z][#][0][width][grouping][.precision][type]``, numeric types only.
+_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d{0,9})[_,]?(?:\.(?P<precision>\d{1,9}))?[eEfFgG%n]?\Z")
+#: The largest width and precision a template may ask for (a condition is a sentence, not a page).
+MAX_WIDTH, MAX_PRECISION = 100, 20
+
+
+@functools.lru_cache(maxsize=64)
+def _check_template(template: str) -> None:
+    """Accept only literal text and plain ``{score}`` fields with a bounded numeric format.
+
+    No attribute or index access (``{score.__class__}``, ``{score[0]}``), no conversion (``!r``),
+    no nested or other fields, width at most :data:`MAX_WIDTH`, precision at most :data:`MAX_PRECISION`.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"template {template!r} is not a format string: {exc}", field="template") from None
+    fields = 0
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name != "score":
+            raise ConfigError(f"template {template!r}: only the plain field {{score}} is allowed, got {{{name}}}",
+                              field="template")
+        if conversion is not None:
+            raise ConfigError(f"template {template!r}: {{score}} takes no conversion (!{conversion})", field="template")
+        m = _SPEC.match(spec or "")
+        if m is None or "{" in spec:
+            raise ConfigError(f"template {template!r}: {{score:{spec}}} is not a plain number format "
+                              "(fill, align, sign, width, precision and one of e f g %)", field="template")
+        if int(m["width"] or 0) > MAX_WIDTH or int(m["precision"] or 0) > MAX_PRECISION:
+            raise ConfigError(f"template {template!r}: width at most {MAX_WIDTH} and precision at most "
+                              f"{MAX_PRECISION}, got {{score:{spec}}}", field="template")
+        fields += 1
+    if not fields:
+        raise ConfigError(f"template must be a string with a {{score}} field, got {template!r}", field="template")
+
+
 def _format_score(score: float) -> str | float:
     # integers print without a trailing ".0"; other values keep Python's shortest repr
     return int(score) if float(score).is_integer() else score
@@ -66,7 +107,10 @@ def condition_text(score: float, template: str = DEFAULT_TEMPLATE) -> str:
     r"""The condition for target score ``score``: ``template.format(score=...)``.
 
     An integer-valued score is formatted as an integer (``8``, not ``8.0``); a template may choose
-    its own format (``"{score:.1f}"``).
+    its own format (``"{score:.1f}"``). A template holds literal text and plain ``{score}`` fields
+    only: no attribute or index access, no conversion, no other field, a numeric format with width
+    at most 100 and precision at most 20 (a template is user input; ``str.format`` would otherwise
+    reach into the score object or build a string of any size).
 
     Args:
         score: the target score (finite).
@@ -76,7 +120,8 @@ def condition_text(score: float, template: str = DEFAULT_TEMPLATE) -> str:
         The condition text.
 
     Raises:
-        ConfigError: ``template`` has no ``{score}`` field or does not format (``field="template"``).
+        ConfigError: ``template`` has no ``{score}`` field, another field or format, or does not
+            format (``field="template"``).
         InputError: ``score`` is not a finite number (``field="score"``).
 
     Example:
@@ -86,8 +131,9 @@ def condition_text(score: float, template: str = DEFAULT_TEMPLATE) -> str:
         >>> condition_text(7.5, "Score: {score:.2f}")
         'Score: 7.50'
     """
-    if not isinstance(template, str) or "{score" not in template:
+    if not isinstance(template, str):
         raise ConfigError(f"template must be a string with a {{score}} field, got {template!r}", field="template")
+    _check_template(template)
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise InputError(f"score must be a finite number, got {score!r}", field="score")
     try:

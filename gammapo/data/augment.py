@@ -2,7 +2,8 @@
 
 The transform is :func:`gammapo_spec.reward_augmented.augment_record` applied to every record, in
 order; this module adds the data plumbing: ``datasets.Dataset`` in and out, the place of a bad record
-in errors, skipping bad records on request, and counts.
+in errors, skipping bad records on request, counts, and the ``"auto"`` mode (the default): a system
+message for conversational prompts, a prefix for plain-string prompts, decided per record.
 
 Counts: ``read == invalid + kept + dropped_lower + dropped_ties`` and ``written == 2 * kept``.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gammapo_spec.errors import InputError
-from gammapo_spec.reward_augmented import DEFAULT_TEMPLATE, augment_record
+from gammapo_spec.errors import ConfigError, InputError
+from gammapo_spec.reward_augmented import DEFAULT_TEMPLATE, MODES, augment_record, condition_text
 
 from .io import DataError, Table, as_table, progress
 
-__all__ = ["AugmentResult", "augment_pairs"]
+__all__ = ["AUGMENT_MODES", "AugmentResult", "augment_pairs"]
+
+#: ``"auto"`` (system message for conversations, prefix for plain prompts) and the spec's modes.
+AUGMENT_MODES = ("auto",) + MODES
 
 
 @dataclass
@@ -34,7 +38,7 @@ def augment_pairs(
     data: Any,
     *,
     template: str = DEFAULT_TEMPLATE,
-    mode: str = "system",
+    mode: str = "auto",
     separator: str = "\n\n",
     chosen_score_field: str = "score_chosen",
     rejected_score_field: str = "score_rejected",
@@ -46,8 +50,10 @@ def augment_pairs(
 
     Args:
         data: ``list[dict]``, ``datasets.Dataset`` or a :class:`~gammapo.data.io.Table`.
-        template, mode, separator, chosen_score_field, rejected_score_field, ties: see
+        template, separator, chosen_score_field, rejected_score_field, ties: see
             :func:`gammapo_spec.reward_augmented.augment_record`.
+        mode: ``"auto"`` (default: ``"system"`` for a conversational prompt, ``"prefix"`` for a
+            plain-string one), ``"system"`` or ``"prefix"``.
         skip_invalid: count and leave out bad records instead of raising.
         show_progress: a progress bar (``None``: only on a terminal).
 
@@ -56,7 +62,8 @@ def augment_pairs(
 
     Raises:
         DataError: a bad record (its place and ``field`` named), unless ``skip_invalid``.
-        ConfigError: a bad ``mode``, ``ties`` or ``template`` (raised even with ``skip_invalid``).
+        ConfigError: a bad ``mode``, ``ties`` or ``template`` (raised even with ``skip_invalid``,
+            before any record), or ``mode="system"`` on a plain-string prompt (its place named).
 
     Example:
         >>> rows = [{"prompt": "p", "chosen": "a", "rejected": "b", "score_chosen": 7, "score_rejected": 2}]
@@ -65,7 +72,12 @@ def augment_pairs(
         (['[7] p', '[2] p'], 2)
     """
     table: Table = as_table(data)
-    kwargs = dict(template=template, mode=mode, separator=separator, chosen_score_field=chosen_score_field,
+    if mode not in AUGMENT_MODES:
+        raise ConfigError(f"mode must be one of {list(AUGMENT_MODES)}, got {mode!r}", field="mode")
+    if ties not in ("keep", "drop"):
+        raise ConfigError(f"ties must be 'keep' or 'drop', got {ties!r}", field="ties")
+    condition_text(0, template)  # checks the template before any record
+    kwargs = dict(template=template, separator=separator, chosen_score_field=chosen_score_field,
                   rejected_score_field=rejected_score_field, ties=ties)
     counts = {"read": len(table) + len(table.invalid), "invalid": len(table.invalid), "kept": 0,
               "dropped_lower": 0, "dropped_ties": 0, "written": 0}
@@ -73,8 +85,12 @@ def augment_pairs(
     out: list[dict] = []
     skipped = list(table.invalid)
     for i, record in enumerate(progress(rows, total=len(table), desc="augment", enabled=show_progress)):
+        prompt = record.get("prompt")
+        record_mode = ("prefix" if isinstance(prompt, str) else "system") if mode == "auto" else mode
         try:
-            new = augment_record(record, **kwargs)
+            new = augment_record(record, mode=record_mode, **kwargs)
+        except ConfigError as exc:  # mode 'system' on a plain-string prompt: say which record
+            raise ConfigError(f"{table.where(i)}: {exc}; or use mode 'auto'", field=exc.field) from None
         except InputError as exc:
             if not skip_invalid:
                 raise DataError(str(exc), field=exc.field, location=table.where(i)) from None

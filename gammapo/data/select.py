@@ -90,6 +90,8 @@ def needed_fields(
 def _problem(value: Any, positive: bool) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be a number, got {value!r}"
+    if isinstance(value, int) and not -1e308 < value < 1e308:
+        return f"must be a number within float range, got an integer of {value.bit_length()} bits"
     if not math.isfinite(value):
         return f"must be finite, got {value!r}"
     if positive and value <= 0:
@@ -119,6 +121,7 @@ def select_pairs(
     rejected_score_field: str = "score_rejected",
     skip_invalid: bool = False,
     score_field: str | None = None,
+    replace_score_field: bool = False,
 ) -> SelectResult:
     """Keep the top ``fraction`` of records by alignment potential (or a baseline metric).
 
@@ -131,13 +134,16 @@ def select_pairs(
         chosen_score_field, rejected_score_field: where the explicit scores are.
         skip_invalid: count and leave out bad records instead of raising.
         score_field: if given, the metric is written into each kept record under this name.
+        replace_score_field: allow ``score_field`` to be a field the data already has (its values
+            are then replaced in the output); without it that is an error.
 
     Returns:
         A :class:`SelectResult`.
 
     Raises:
         DataError: a bad record (its place and ``field`` named), unless ``skip_invalid``.
-        ConfigError: a bad ``fraction``, ``metric``, ``variant`` or ``weight``.
+        ConfigError: a bad ``fraction``, ``metric``, ``variant`` or ``weight``; a ``score_field``
+            the data already has, without ``replace_score_field``.
 
     Example:
         >>> rows = [{"score_chosen": 9, "score_rejected": 1, "chosen_logps": -4.0, "rejected_logps": -8.0,
@@ -153,6 +159,9 @@ def select_pairs(
     fields = needed_fields(metric, variant, chosen_score_field, rejected_score_field)
     if metric == "alignment-potential":
         selection_scores(metric, explicit_margins=[0.0], implicit_margins=[0.0], weight=weight)
+    if score_field is not None and not replace_score_field and score_field in table.columns:
+        raise ConfigError(f"score_field {score_field!r} is already a field of the data; choose another name, or pass "
+                          "replace_score_field=True to replace its values", field="score_field")
     cols = _columns(table, fields)
     n = len(table)
     valid = np.ones(n, dtype=bool)
@@ -184,6 +193,8 @@ def select_pairs(
     if table.kind == "datasets":
         out = table.data.select(chosen)
         if score_field is not None:
+            if score_field in out.column_names:
+                out = out.remove_columns(score_field)
             out = out.add_column(score_field, [float(scores[i]) for i in chosen])
     else:
         out = [dict(table.data[i], **{score_field: float(scores[i])}) if score_field else table.data[i] for i in chosen]

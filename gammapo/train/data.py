@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -101,24 +100,12 @@ def load_preferences(path: str) -> list[dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - any failure is a bad data set for the user
             raise DataError(f"{path}: not a folder written by datasets' save_to_disk ({exc})") from exc
         return check_rows(rows, path)
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if path.endswith(".jsonl"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg})") from exc
-    else:
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg}); use .jsonl for one object per line") from exc
-        if isinstance(rows, dict):
-            rows = rows.get("data", rows.get("train"))
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a list of preference rows")
+    from gammapo_spec.errors import GammaPOError
+
+    from gammapo.data.io import read_data
+
+    try:  # the reader every command shares: JSONL lines end at \n only, a BOM is accepted, bad records name file:line
+        rows = read_data(path).data
+    except GammaPOError as exc:
+        raise DataError(str(exc)) from None
     return check_rows(rows, path)

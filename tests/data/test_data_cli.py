@@ -96,8 +96,8 @@ def test_cli_augment_conversational_jsonl_system_mode(tmp_path):
 
 def test_cli_augment_system_mode_on_plain_prompts_is_a_clear_error(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", _rows(2))
-    proc = gammapo("augment", src, str(tmp_path / "out.jsonl"))
-    assert proc.returncode == 2 and "use mode 'prefix' for plain-string prompts" in proc.stderr
+    proc = gammapo("augment", src, str(tmp_path / "out.jsonl"), "--mode", "system")
+    assert proc.returncode == 2 and "use --mode prefix" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_select_model_fills_missing_logprobs(tmp_path):

@@ -157,4 +157,4 @@ def test_cli_malformed_jsonl_names_the_line(tmp_path, tiny_model_dir, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q1", "chosen": " t1", "rejected": " t2"}\n{oops\n')
     assert main(["--model", tiny_model_dir, "--dataset", str(bad)]) == 2
-    assert "line 2 is not valid JSON" in capsys.readouterr().err
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
