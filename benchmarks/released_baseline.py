@@ -1,6 +1,6 @@
 r"""A faithful stand-in for the released γ-PO code's per-step calibration: the baseline of every benchmark.
 
-The released trainers (``ALGORITHMS.md``, "What the released code computes" and "Quirks") calibrate
+The released trainers (``docs/theory/mirror-descent.md`` and the released-code quirks on ``docs/comparison.md``) calibrate
 the margins every step like this, and so does :func:`released_calibrate`:
 
 1. **device → host copy**: the current gaps are read back with ``.tolist()`` (one synchronisation

@@ -1,7 +1,7 @@
 r"""Alignment potential: which preference pairs are worth training on (Huang et al., ICML 2025).
 
 Each pair :math:`(x, y_w, y_l)` has an *explicit* margin from a reward model or an annotator and an
-*implicit* margin from the current model (``ALGORITHMS.md``, "Alignment potential"):
+*implicit* margin from the current model (``docs/theory/related.md``, "Alignment potential"):
 
 .. math::
 
@@ -30,7 +30,7 @@ Decisions fixed by this spec (alternatives named):
   make a data set where every implicit margin is equal, e.g. before training, unusable).
 * β does not appear: z-scores are invariant under :math:`v \mapsto a v + b` with :math:`a > 0`, so
   the implicit rewards' β (and any positive rescaling of the scores) cannot change AP.
-* The two baselines the paper compares against (``ALGORITHMS.md``): ``"explicit-margin"`` scores a
+* The two baselines the paper compares against (``docs/theory/related.md``): ``"explicit-margin"`` scores a
   pair by :math:`\Delta_\text{ex}` (larger is better) and ``"implicit-margin"`` by
   :math:`-z(\Delta_\text{im})` (smaller implicit margin is better).
 * Selection keeps :math:`k = \lfloor f N \rfloor` pairs (as ``int(len(data) * f)`` in the released

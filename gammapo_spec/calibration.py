@@ -1,6 +1,6 @@
 r"""Margin calibration: from a calibration set of reward gaps to per-pair target margins γ.
 
-The objective (γ-PO, ``ALGORITHMS.md``): over the probability simplex,
+The objective (γ-PO; docs page ``docs/theory/objective.md``): over the probability simplex,
 
 .. math::
 

@@ -2,7 +2,7 @@ r"""ε-DPO: per-pair KL-penalty control by perturbing the policy (Lee et al., ar
 
 DPO's β sets how far the policy may move from the reference. ε-DPO decides, for each pair, whether a
 slightly smaller or larger β would fit better, using only logits already computed. At the token level
-(before the log-softmax; ``ALGORITHMS.md``, "ε-DPO"):
+(before the log-softmax; docs page *Related methods*, ``docs/theory/related.md``, "ε-DPO"):
 
 .. math::
 
@@ -63,7 +63,7 @@ Decisions fixed by this spec (alternatives named):
   γ calibrated (stop-gradient) on the ε-DPO gaps :math:`h_i` computed *with the per-pair*
   :math:`\beta_i`, and :math:`\gamma_0 = \beta\cdot\text{gamma\_beta\_ratio}` with the *current* global β,
   so the margins stay in the units of the gaps as β drifts. This is γ-DPO's rule
-  (``ALGORITHMS.md``): DPO's zero margin is kept on average. Two passes: :func:`epsilon_dpo_gaps`,
+  (``docs/theory/losses.md``, "The target margin"): DPO's zero margin is kept on average. Two passes: :func:`epsilon_dpo_gaps`,
   then :func:`epsilon_dpo_loss` with ``margins``.
 
 Example:

@@ -21,7 +21,7 @@ hinge     :math:`\max(0,\; 1 - z)`
 ipo       :math:`\big((z - \tfrac12)/\beta\big)^2`
 ========  ===========================================================================================
 
-Decisions (the forms ``ALGORITHMS.md`` flags):
+Decisions (``docs/theory/losses.md``, "Decisions the spec makes"):
 
 * **Label smoothing** uses the conservative-DPO form :math:`-\varepsilon\log\sigma(-(h - m))`: the binary
   cross-entropy of *one* Bradley–Terry-with-margin model, :math:`P(y_w \succ y_l) = \sigma(h - m)`, against a

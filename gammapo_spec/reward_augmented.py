@@ -1,7 +1,7 @@
 r"""Reward-augmented relabelling of a scored preference set (Zhang et al., arXiv 2410.08067).
 
 Each record holds a prompt x, a chosen response :math:`y_w` with score :math:`s_w` and a rejected
-response :math:`y_l` with score :math:`s_l` (``ALGORITHMS.md``, "Reward-augmented data"). The
+response :math:`y_l` with score :math:`s_l` (``docs/theory/related.md``, "Reward-augmented data"). The
 transform keeps the pairs with :math:`s_w \ge s_l` and emits, for each,
 
 .. math::

@@ -1,6 +1,6 @@
 r"""Implicit rewards and the reward gap ``h`` of each preference pair.
 
-Two families (``ALGORITHMS.md``, "Notation"):
+Two families (``docs/theory/objective.md``, "Rewards and gaps"):
 
 .. math::
 

@@ -26,7 +26,7 @@ taus = st.floats(0.1, 1000.0)
 
 
 def released_mirror_step_by_step(gaps, gamma0, tau, iters):
-    """The released arithmetic in plain Python floats, written from ALGORITHMS.md's pseudo-code."""
+    """The released arithmetic in plain Python floats, written from the iteration on docs/theory/mirror-descent.md."""
     m = len(gaps)
     p = [1.0 / m] * m
     eta = min(0.5 / tau, 1.0)

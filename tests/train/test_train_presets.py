@@ -1,4 +1,4 @@
-"""Presets carry the released γ-SimPO recipes of ALGORITHMS.md and build valid losses for every method."""
+"""Presets carry the released γ-SimPO recipes (docs/howto/train.md) and build valid losses for every method."""
 
 import pytest
 
@@ -9,7 +9,7 @@ from gammapo.train.cli import _plan, build_parser  # noqa: E402
 from gammapo.train.presets import PRESETS, loss_kwargs  # noqa: E402
 from gammapo_spec import LOSS_NAMES  # noqa: E402
 
-RELEASED = {  # ALGORITHMS.md: base model -> (β, γ0/β, τ, lr)
+RELEASED = {  # the released recipes: base model -> (β, γ0/β, τ, lr)
     "llama3": (10.0, 0.4, 10.0, 1e-6),
     "gemma2": (10.0, 0.5, 20.0, 8e-7),
     "mistral": (2.5, 0.15, 10.0, 6e-7),
