@@ -102,6 +102,7 @@ static inline T shifted_update(const T* __restrict h, T* __restrict lp, T* __res
 template <typename T>
 static void mirror(const T* __restrict h, T* __restrict out, T* __restrict lp, int64_t M, double gamma0_,
                    double tau_, int64_t iters, int has_shift, double shift_) {
+  if (M < 1) return;
   constexpr bool reuse = sizeof(T) == 4;
   const T m = (T)M;
   const double eta_d = 0.5 / tau_ < 1.0 ? 0.5 / tau_ : 1.0;
@@ -184,6 +185,8 @@ static void smallest_keys(uint32_t key, int64_t size, int64_t S, uint32_t* keys,
 
 // The counters of a queue state after a step.
 struct QueueCounters { int64_t size, head, step; };
+// The largest buffer or gap count the kernels take (2**30: slot indices and byte counts stay far from overflow).
+#define GAMMAPO_MAX_SLOTS ((int64_t)1 << 30)
 
 // One queue step on buf (the ring buffer, updated in place): sample S = min(size, nc) stored gaps, calibrate
 // [sampled, h] (M = S + n), write the margins of h to gamma_out, push h, return the new counters in *next.
@@ -195,6 +198,10 @@ template <typename T>
 static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t step, int64_t seed, const T* h,
                       int64_t n, int64_t nc, double gamma0, double tau, int64_t iters, int has_shift, double shift,
                       T* gamma_out, QueueCounters* next, int64_t k_out = 0, int64_t k_in = 0, int64_t infl = 0) {
+  // bounds first, whatever the caller checked: a state read from a file must never index out of bounds
+  if (cap < 1 || cap > GAMMAPO_MAX_SLOTS || size < 0 || size > cap || head < 0 || head >= cap || step < 0 || n < 1 ||
+      n > GAMMAPO_MAX_SLOTS || nc < 0 || nc > cap)
+    return 3;
   const int64_t S = size < nc ? size : nc;
   const int64_t M = S + n;
   uint32_t* keys = (uint32_t*)malloc(sizeof(uint32_t) * (size > 0 ? size : 1));
@@ -250,6 +257,7 @@ static T kkt_lse(const T* __restrict x, const T* __restrict vm, int64_t L) {
 template <typename T>
 static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt, int64_t nc, double gamma0_,
                double tau_, int64_t k_out, int64_t k_in, int64_t infl_iters, double eps_) {
+  if (L < 1 || L > GAMMAPO_MAX_SLOTS || cnt < 0 || nc < 0 || cnt > nc || nc > L) return 2;
   T* w = (T*)malloc(sizeof(T) * 8 * (L > 0 ? L : 1));
   if (!w) return 1;
   T* __restrict xs = w;

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 from .errors import ConfigError
@@ -31,6 +32,10 @@ __all__ = [
     "SMOOTHED_LOSSES",
     "SOLVERS",
     "CALIBRATION_MODES",
+    "SFT_REDUCTIONS",
+    "MAX_ITERS",
+    "MAX_QUEUE_SIZE",
+    "MAX_SAMPLE_SIZE",
     "GammaPOConfig",
 ]
 
@@ -47,14 +52,24 @@ SMOOTHED_LOSSES: frozenset[str] = frozenset({"dpo", "simpo", "rdpo", "robust"})
 SOLVERS: tuple[str, ...] = ("exact", "mirror")
 #: Where the calibration set comes from.
 CALIBRATION_MODES: tuple[str, ...] = ("batch", "queue")
+#: How SimPO's SFT term averages the chosen responses' NLL: over pairs (the default) or over tokens.
+SFT_REDUCTIONS: tuple[str, ...] = ("pair", "token")
+#: The largest ``queue_size``: 2**24 slots (a 128 MiB float64 buffer; counters and slot indices stay
+#: far inside every backend's 32-bit arithmetic).
+MAX_QUEUE_SIZE: int = 1 << 24
+#: The largest ``sample_size`` (the calibration set of one step holds at most this many stored gaps).
+MAX_SAMPLE_SIZE: int = 1 << 24
+#: The largest ``iters`` of the mirror solver (the released code uses 20; it converges, where it
+#: does, within a few hundred).
+MAX_ITERS: int = 100_000
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,20 +88,27 @@ class GammaPOConfig:
         solver: ``"exact"`` (the minimiser of the calibration problem, the default) or ``"mirror"``
             (the released arithmetic, bit-faithful; it warns where it does not converge:
             κ = γ0²/(8τ) > 0.5 or τ < 0.5); see :func:`gammapo_spec.calibrate_margins`.
-        iters: K ≥ 1, mirror-descent iterations (the released code uses 20; ``"mirror"`` only).
+        iters: 1 ≤ K ≤ :data:`MAX_ITERS`, mirror-descent iterations (the released code uses 20; ``"mirror"`` only).
         calibration: ``"queue"`` (the paper's Algorithm 2: current gaps plus a sample of recent
             ones) or ``"batch"`` (the current batch only; needs no state).
-        queue_size: capacity of the queue of recent gaps (≥ 1).
-        sample_size: size of the calibration set in queue mode (≥ 1): each step calibrates on
+        queue_size: capacity of the queue of recent gaps (1 to :data:`MAX_QUEUE_SIZE`).
+        sample_size: size of the calibration set in queue mode (1 to :data:`MAX_SAMPLE_SIZE`): each step calibrates on
             ``min(stored, max(sample_size - n, 0))`` sampled gaps plus the current ``n``.
         queue_warmup: number of standard-normal draws the queue starts with (0 ≤ warm-up ≤
             queue_size); the released code seeds its queue with 8.
         label_smoothing: 0 ≤ ε < 0.5. For ``dpo``, ``simpo`` and ``rdpo`` the conservative (cDPO)
             smoothing; for ``robust`` the assumed flip rate. Other losses reject a non-zero value.
         sft_weight: weight ≥ 0 of SimPO's optional NLL term on the chosen response (``simpo`` only).
+        sft_reduction: how that term averages: ``"pair"`` (the default, the mean over pairs of each
+            chosen response's per-token NLL) or ``"token"`` (the mean over all chosen tokens of the
+            batch, as the released SimPO trainer and TRL's ``cpo_alpha``); see
+            :func:`gammapo_spec.losses.sft_terms`.
         rdpo_alpha: α of R-DPO's length margin ``α (len_w − len_l)`` (``rdpo`` only).
         check_values: check inputs for non-finite values and non-positive lengths (the shape checks
             always run). Backends that can only check values with a host synchronisation say so.
+
+    Numbers may be Python or NumPy scalars (``np.float32``, ``np.int64``, …); they are stored as the
+    Python ``int``/``float`` they equal. Booleans and complex numbers are refused.
 
     Raises:
         ConfigError: for any value outside its domain; ``error.field`` names the field.
@@ -114,23 +136,25 @@ class GammaPOConfig:
     queue_warmup: int = 8
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
+    sft_reduction: str = "pair"
     rdpo_alpha: float = 0.0
     check_values: bool = True
 
     def __post_init__(self) -> None:
+        _normalise_numbers(self)
         _check_choice("loss", self.loss, LOSS_NAMES)
         _check_real("beta", self.beta, low=0.0, low_open=True)
         _check_real("gamma_beta_ratio", self.gamma_beta_ratio, low=0.0)
         _check_real("tau", self.tau, low=0.0, low_open=True)
         _check_choice("solver", self.solver, SOLVERS)
-        _check_int("iters", self.iters, low=1)
+        _check_int("iters", self.iters, low=1, high=MAX_ITERS)
         if self.solver == "mirror" and self.dynamic_margins:
             from .calibration import warn_mirror_regime
 
             warn_mirror_regime(self.gamma0, self.tau, self.iters)
         _check_choice("calibration", self.calibration, CALIBRATION_MODES)
-        _check_int("queue_size", self.queue_size, low=1)
-        _check_int("sample_size", self.sample_size, low=1)
+        _check_int("queue_size", self.queue_size, low=1, high=MAX_QUEUE_SIZE)
+        _check_int("sample_size", self.sample_size, low=1, high=MAX_SAMPLE_SIZE)
         _check_int("queue_warmup", self.queue_warmup, low=0)
         if self.queue_warmup > self.queue_size:
             raise ConfigError(
@@ -150,6 +174,7 @@ class GammaPOConfig:
                 f"sft_weight applies to 'simpo' only, not to {self.base_loss!r}; got {self.sft_weight}",
                 field="sft_weight",
             )
+        _check_choice("sft_reduction", self.sft_reduction, SFT_REDUCTIONS)
         _check_real("rdpo_alpha", self.rdpo_alpha)
         if self.rdpo_alpha != 0 and self.base_loss != "rdpo":
             raise ConfigError(
@@ -213,9 +238,28 @@ def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{field} must be one of {list(choices)}, got {value!r}", field=field)
 
 
-def _check_int(field: str, value: Any, *, low: int) -> None:
+_INT_FIELDS = ("iters", "queue_size", "sample_size", "queue_warmup")
+_REAL_FIELDS = ("beta", "gamma_beta_ratio", "tau", "label_smoothing", "sft_weight", "rdpo_alpha")
+
+
+def _normalise_numbers(config: "GammaPOConfig") -> None:
+    """Store NumPy scalars (``np.float32(0.1)``, ``np.int64(64)``) as the Python numbers they equal, so
+    every accepted config is JSON-serialisable and compares equal to its plain-Python twin."""
+    for name in _INT_FIELDS:
+        value = getattr(config, name)
+        if _is_int(value) and type(value) is not int:
+            object.__setattr__(config, name, int(value))
+    for name in _REAL_FIELDS:
+        value = getattr(config, name)
+        if _is_real(value) and type(value) not in (int, float):
+            object.__setattr__(config, name, float(value))
+
+
+def _check_int(field: str, value: Any, *, low: int, high: int | None = None) -> None:
     if not _is_int(value) or value < low:
         raise ConfigError(f"{field} must be an integer >= {low}, got {value!r}", field=field)
+    if high is not None and value > high:
+        raise ConfigError(f"{field} must be an integer <= {high}, got {value!r}", field=field)
 
 
 def _check_real(

@@ -35,12 +35,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from .calibration import calibrate_margins
-from .config import GammaPOConfig
+from .config import MAX_QUEUE_SIZE, GammaPOConfig
 from .errors import StateError
 from .random import MASK32, STREAM_SAMPLE, slot_keys, stream_key, warmup_normals
 from .validation import check_finite, check_gaps_shape
 
-__all__ = ["QueueState", "init_state", "sample_slots", "push_gaps", "calibrate_step"]
+__all__ = ["QueueState", "init_state", "sample_slots", "push_gaps", "calibrate_step", "check_state_fields",
+           "STATE_FIELDS", "STEP_LIMIT"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,30 +77,126 @@ class QueueState:
             "seed": self.seed,
         }
 
+    def __post_init__(self) -> None:
+        check_state_fields(self.buffer, self.size, self.head, self.step, self.seed, finite=False)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "QueueState":
         """Rebuild a state from :meth:`to_dict`'s output (also from ``np.load`` of an ``.npz``).
 
+        Every field is checked against the invariants of :func:`check_state_fields` (a checkpoint
+        is untrusted input: a counter outside the buffer would index memory out of bounds in a
+        compiled kernel), including a finite buffer.
+
         Raises:
             StateError: a missing key or an inconsistent value, naming the field.
         """
-        for key in ("buffer", "size", "head", "step", "seed"):
+        for key in STATE_FIELDS:
             if key not in data:
                 raise StateError(f"queue state lacks {key!r}", field=key)
-        buffer = np.array(data["buffer"], dtype=np.float64)
-        if buffer.ndim != 1 or buffer.shape[0] == 0:
-            raise StateError(f"buffer must be 1-D and non-empty, got shape {buffer.shape}", field="buffer")
-        ints = {k: int(np.asarray(data[k])) for k in ("size", "head", "step", "seed")}
-        cap = buffer.shape[0]
-        if not 0 <= ints["size"] <= cap:
-            raise StateError(f"size must be in [0, {cap}], got {ints['size']}", field="size")
-        if not 0 <= ints["head"] < cap:
-            raise StateError(f"head must be in [0, {cap}), got {ints['head']}", field="head")
-        if ints["step"] < 0:
-            raise StateError(f"step must be >= 0, got {ints['step']}", field="step")
-        if not 0 <= ints["seed"] <= MASK32:
-            raise StateError(f"seed must be in [0, 2**32), got {ints['seed']}", field="seed")
+        buffer = state_buffer(data["buffer"])
+        ints = {k: state_int(data[k], k) for k in STATE_FIELDS[1:]}
+        check_state_fields(buffer, **ints, finite=True)
         return cls(buffer=buffer, **ints)
+
+
+#: The five fields of a queue state, in checkpoint order.
+STATE_FIELDS = ("buffer", "size", "head", "step", "seed")
+#: ``step`` is a count in ``[0, 2**63)`` (a signed 64-bit integer on every backend; the sampling keys
+#: use it modulo 2**32).
+STEP_LIMIT = 1 << 63
+
+
+def state_buffer(value: Any) -> np.ndarray:
+    """A state's buffer as a float64 NumPy copy; a buffer that is not a real floating array raises.
+
+    Accepts NumPy arrays and anything ``np.asarray`` reads (a CPU tensor, a JAX array); float16,
+    bfloat16, float32 and float64 are read exactly.
+
+    Raises:
+        StateError: an integer, boolean, complex, string or object buffer (field ``"buffer"``).
+    """
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise StateError(f"buffer must be a float array, got {type(value).__name__} ({exc})", field="buffer") from None
+    if arr.dtype.kind != "f" and arr.dtype.name != "bfloat16":
+        raise StateError(f"buffer must hold floats (float32 or float64), got dtype {arr.dtype}", field="buffer")
+    return np.array(arr, dtype=np.float64)
+
+
+def state_int(value: Any, field: str) -> int:
+    """A state counter as a Python int: an integer (Python, NumPy, or a 0-dim integer array).
+
+    Raises:
+        StateError: a float (even a whole one), a bool, a string or an array with more than one entry.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise StateError(f"{field} must be an integer, got {value!r}", field=field)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError):
+        arr = None
+    if arr is None or arr.ndim != 0 or arr.dtype.kind not in "iu":
+        shown = repr(value) if arr is None or arr.ndim == 0 else f"an array of shape {arr.shape}"
+        raise StateError(f"{field} must be an integer, got {shown}", field=field)
+    return int(arr)
+
+
+def check_state_fields(buffer: np.ndarray, size: int, head: int, step: int, seed: int, *, finite: bool) -> None:
+    r"""Check a state's fields against the invariants of a queue state.
+
+    With capacity C = ``len(buffer)``:
+
+    * ``buffer`` is a 1-D float64 array, 1 ≤ C ≤ :data:`~gammapo_spec.config.MAX_QUEUE_SIZE`, and (with
+      ``finite``, as on loading a checkpoint) every entry is finite;
+    * ``size``, ``head``, ``step``, ``seed`` are integers with 0 ≤ size ≤ C, 0 ≤ head < C,
+      0 ≤ step < 2**63, 0 ≤ seed < 2**32;
+    * until the buffer first wraps the gaps fill slots ``0 .. size-1`` in order, so ``size < C``
+      implies ``head = size``.
+
+    Raises:
+        StateError: naming the first field that breaks them.
+    """
+    if not isinstance(buffer, np.ndarray) or buffer.dtype != np.float64:
+        raise StateError(f"buffer must be a float64 numpy array, got {type(buffer).__name__}", field="buffer")
+    if buffer.ndim != 1 or not 1 <= buffer.shape[0] <= MAX_QUEUE_SIZE:
+        raise StateError(
+            f"buffer must be 1-D with 1 to {MAX_QUEUE_SIZE} slots, got shape {buffer.shape}", field="buffer"
+        )
+    for key, value in (("size", size), ("head", head), ("step", step), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise StateError(f"{key} must be an integer, got {value!r}", field=key)
+    cap = buffer.shape[0]
+    if not 0 <= size <= cap:
+        raise StateError(f"size must be in [0, {cap}], got {size}", field="size")
+    if not 0 <= head < cap:
+        raise StateError(f"head must be in [0, {cap}), got {head}", field="head")
+    if not 0 <= step < STEP_LIMIT:
+        raise StateError(f"step must be in [0, 2**63), got {step}", field="step")
+    if not 0 <= seed <= MASK32:
+        raise StateError(f"seed must be in [0, 2**32), got {seed}", field="seed")
+    if size < cap and head != size:
+        raise StateError(
+            f"head must equal size ({size}) until the buffer of {cap} slots is full, got {head}", field="head"
+        )
+    if finite and not np.all(np.isfinite(buffer)):
+        raise StateError("buffer contains NaN or infinite values", field="buffer")
+
+
+def describe_foreign_state(state: Any) -> str:
+    """How a state error names an object that is not this backend's state: its type, and for a
+    queue state of another backend, which backend it belongs to and how to convert it."""
+    module = type(state).__module__
+    owner = module.split(".")[0]
+    if type(state).__name__ == "QueueState" and owner in ("gammapo_spec", "gammapo_torch", "gammapo_jax"):
+        return (f"a QueueState of {owner}; convert it with this backend's "
+                f"state_from_dict({owner}.state_to_dict(state))" if owner != "gammapo_spec" else
+                "a QueueState of gammapo_spec (the NumPy reference); convert it with this backend's "
+                "state_from_dict(state.to_dict())")
+    return type(state).__name__
 
 
 def init_state(config: GammaPOConfig, seed: int = 0) -> QueueState | None:
@@ -166,7 +263,7 @@ def check_state(config: GammaPOConfig, state: Any) -> None:
         return
     if not isinstance(state, QueueState):
         raise StateError(
-            f"queue calibration needs the state from init_state(config), got {type(state).__name__}",
+            f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
             field="state",
         )
     if state.capacity != config.queue_size:

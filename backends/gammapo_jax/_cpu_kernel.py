@@ -91,9 +91,10 @@ static ffi::Error QueueStepImpl(ffi::Buffer<DT> buffer, ffi::Buffer<ffi::U32> co
   double shift = 0.0;
   const int has_shift = normaliser_shift<T>(n_candidates + n, gamma0, tau, &shift);
   QueueCounters next;
-  if (queue_step<T>(buf, cap, size, head, step, seed, h.typed_data(), n, n_candidates, gamma0, tau, iters, has_shift,
-                    shift, gamma->typed_data(), &next))
-    return ffi::Error::Internal("gammapo calibration kernel: out of memory");
+  const int rc = queue_step<T>(buf, cap, size, head, step, seed, h.typed_data(), n, n_candidates, gamma0, tau, iters,
+                               has_shift, shift, gamma->typed_data(), &next);
+  if (rc == 1) return ffi::Error::Internal("gammapo calibration kernel: out of memory");
+  if (rc) return ffi::Error::InvalidArgument("gammapo queue step: counters do not fit the buffer");
   uint32_t* o = new_counters->typed_data();
   o[0] = (uint32_t)next.size; o[1] = (uint32_t)next.head; o[2] = (uint32_t)next.step; o[3] = (uint32_t)seed;
   return ffi::Error::Success();

@@ -52,6 +52,7 @@ import gammapo_spec
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import iteration_plan
+from gammapo_spec.state import check_state_fields, describe_foreign_state
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _cpu_kernel, _hash
@@ -78,8 +79,19 @@ class QueueState:
 
     @classmethod
     def create(cls, *, buffer, size, head, step, seed) -> "QueueState":
-        """A state from the reference's five fields (arrays or integers; ``step`` taken mod 2**32)."""
+        """A state from the reference's five fields (arrays or integers; ``step`` taken mod 2**32).
+
+        Concrete fields (Python or NumPy integers, not traced values) are checked first against the
+        reference's invariants (:func:`gammapo_spec.state.check_state_fields`).
+
+        Raises:
+            StateError: a concrete field out of range, naming it.
+        """
         fields = (size, head, step, seed)
+        concrete = all(isinstance(f, (int, np.integer)) and not isinstance(f, bool) for f in fields)
+        if concrete and np.ndim(buffer) == 1 and not isinstance(buffer, jax.core.Tracer):
+            check_state_fields(np.zeros(np.shape(buffer)[0]), *(int(f) for f in fields), finite=False)
+            fields = (size, head, int(step) & 0xFFFFFFFF, seed)
         counters = jnp.stack([jnp.asarray(f).astype(jnp.uint32) for f in fields], axis=-1)
         return cls(buffer=jnp.asarray(buffer), counters=counters)
 
@@ -168,7 +180,7 @@ def check_state(config: GammaPOConfig, state: Any) -> QueueState | None:
         state = _from_numpy_state(state)
     if not isinstance(state, QueueState):
         raise StateError(
-            f"queue calibration needs the state from init_state(config), got {type(state).__name__}",
+            f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
             field="state",
         )
     if state.capacity != config.queue_size:

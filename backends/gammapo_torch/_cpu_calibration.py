@@ -35,9 +35,11 @@ import platform
 import tempfile  # noqa: F401  (tests patch tempfile.gettempdir through this module)
 from typing import Any
 
+import numpy as np
 import torch
 
 from gammapo import _native
+from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
 from gammapo._native import writable_cache_dir as _writable_cache_dir  # noqa: F401  (kept for the tests)
 
@@ -210,7 +212,7 @@ def exact_margins(
     if rc == 1:
         raise MemoryError("gammapo CPU calibration kernel: out of memory")
     if rc:
-        raise ValueError(f"gammapo CPU calibration kernel: count outside [0, {n_candidates}]")
+        raise StateError(f"gammapo CPU calibration kernel: count outside [0, {n_candidates}]", field="size")
     return out
 
 
@@ -260,17 +262,30 @@ def _queue_step_raw(buffer, counters, h, n_candidates, gamma0, tau, iters, shift
     lib = _LIBRARY.load()
     if iters is None:  # the default solver: shift carries its iteration plan (outer, inner, inflection)
         fn = lib.gammapo_queue_step_kkt_f64 if dtype == torch.float64 else lib.gammapo_queue_step_kkt_f32
-        if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
-              seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, *shift,
-              gamma.data_ptr()):
-            raise MemoryError("gammapo CPU calibration kernel: out of memory")
-        return gamma, new_buffer
-    fn = lib.gammapo_queue_step_f64 if dtype == torch.float64 else lib.gammapo_queue_step_f32
-    if fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
-          seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,
-          shift is not None, shift or 0.0, gamma.data_ptr()):
-        raise MemoryError("gammapo CPU calibration kernel: out of memory")
+        rc = fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
+                seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, *shift,
+                gamma.data_ptr())
+    else:
+        fn = lib.gammapo_queue_step_f64 if dtype == torch.float64 else lib.gammapo_queue_step_f32
+        rc = fn(new_buffer.data_ptr(), new_buffer.shape[0], size.data_ptr(), head.data_ptr(), step.data_ptr(),
+                seed.data_ptr(), *out_ptrs, h.data_ptr(), h.shape[0], n_candidates, gamma0, tau, iters,
+                shift is not None, shift or 0.0, gamma.data_ptr())
+    if rc:
+        _raise_for(rc, new_buffer, counters)
     return gamma, new_buffer
+
+
+def _raise_for(rc: int, buffer: torch.Tensor, counters) -> None:
+    """The error of a failed kernel call: out of memory (1), or a state the kernel refused to index with
+    (the spec's check names the field; the kernel checks its bounds whatever the caller did)."""
+    if rc == 1:
+        raise MemoryError("gammapo CPU calibration kernel: out of memory")
+    from gammapo_spec.state import check_state_fields
+
+    size, head, step, seed = (int(c) for c in counters)
+    check_state_fields(np.zeros(buffer.shape[0]), size, head, step, seed, finite=False)
+    raise StateError(f"the queue state (size {size}, head {head}, step {step}) does not fit its buffer of "
+                     f"{buffer.shape[0]} slots", field="state")
 
 
 # --- the kernel inside torch.compile graphs ------------------------------------------------------------

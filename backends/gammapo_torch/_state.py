@@ -45,6 +45,7 @@ from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
 from gammapo_spec.random import MASK32, STREAM_SAMPLE, warmup_normals
+from gammapo_spec.state import describe_foreign_state
 
 from . import _cpu_calibration
 
@@ -162,7 +163,7 @@ def check_state(config: GammaPOConfig, state: Any) -> None:
         return
     if not isinstance(state, QueueState):
         raise StateError(
-            f"queue calibration needs the state from init_state(config), got {type(state).__name__}",
+            f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
             field="state",
         )
     if state.capacity != config.queue_size:
@@ -308,6 +309,42 @@ def queue_step(config: GammaPOConfig, state: QueueState | None, h: torch.Tensor)
     return gamma, push_gaps(state, h)
 
 
+def _host(value: Any) -> Any:
+    """A tensor as a NumPy value for the reference's checks (floats other than float32/64 widened)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    if value.is_floating_point() and value.dtype not in _FLOATS:
+        value = value.to(torch.float64)
+    elif value.is_complex():
+        return np.zeros(value.shape, dtype=np.complex128)  # refused by the reference as complex
+    return value.numpy()
+
+
+def _validated(data: Any) -> Any:
+    """The reference's :meth:`gammapo_spec.QueueState.from_dict` of ``data`` (its checks and messages)."""
+    from gammapo_spec.state import STATE_FIELDS, QueueState as RefState
+
+    if not hasattr(data, "keys"):
+        raise StateError(f"a queue state is a dict of {list(STATE_FIELDS)}, got {type(data).__name__}", field="state")
+    for key in STATE_FIELDS:
+        if key not in data:
+            raise StateError(f"queue state lacks {key!r}", field=key)
+    return RefState.from_dict({k: _host(data[k]) for k in STATE_FIELDS})
+
+
+def check_loadable(data: Any, config: GammaPOConfig) -> None:
+    """Check a state dict before it is copied into a live state (``GammaPOLoss.load_state_dict``): the
+    reference's invariants, a float32/float64 buffer and ``config.queue_size`` slots.
+
+    Raises:
+        StateError: naming the field.
+    """
+    ref = _validated(data)
+    if ref.capacity != config.queue_size:
+        raise StateError(f"state holds {ref.capacity} slots but queue_size is {config.queue_size}", field="queue_size")
+
+
 def state_to_dict(state: QueueState | None) -> dict[str, Any] | None:
     """The state as ``{"buffer": tensor, "size": int, "head": int, "step": int, "seed": int}``.
 
@@ -332,16 +369,9 @@ def state_from_dict(data: Any, *, device: Any = None) -> QueueState | None:
     """
     if data is None:
         return None
-    from gammapo_spec.state import QueueState as RefState
-
-    for key in ("buffer", "size", "head", "step", "seed"):
-        if key not in data:
-            raise StateError(f"queue state lacks {key!r}", field=key)
+    ref = _validated(data)
     raw = data["buffer"]
     buf = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
-    # validation with the reference's own checks and messages, on a float64 host copy
-    plain = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in data.items()}
-    ref = RefState.from_dict(plain)
     if buf.dtype not in (torch.float32, torch.float64):
         buf = buf.to(torch.float64)
     device = buf.device if device is None else torch.device(device)

@@ -18,8 +18,10 @@ from torch import nn
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.gamma_po import LossOutput
 
+from gammapo_spec.errors import StateError
+
 from ._gamma_po import gamma_po_loss
-from ._state import QueueState, init_state
+from ._state import QueueState, check_loadable, init_state
 
 __all__ = ["GammaPOLoss"]
 
@@ -66,6 +68,23 @@ class GammaPOLoss(nn.Module):
         if not self.config.stateful:
             return None
         return QueueState(*(getattr(self, f"queue_{name}") for name in _FIELDS))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """``load_state_dict`` checks the queue state it is given like :func:`~gammapo_torch.state_from_dict`
+        (every field against the spec's invariants, and the capacity against ``config.queue_size``) and
+        raises :class:`~gammapo_spec.StateError` naming the field before anything is copied."""
+        if self.config.stateful:
+            given = {name: state_dict[prefix + f"queue_{name}"] for name in _FIELDS if prefix + f"queue_{name}" in state_dict}
+            if strict:
+                for name in _FIELDS:
+                    if name not in given:
+                        raise StateError(f"queue state lacks {name!r}", field=name)
+            if given:
+                current = {name: getattr(self, f"queue_{name}") for name in _FIELDS}
+                check_loadable({**current, **given}, self.config)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, **inputs: Any) -> LossOutput:
         """One loss step (keyword arguments of :func:`gammapo_torch.gamma_po_loss`); updates the state."""

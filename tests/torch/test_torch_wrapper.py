@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from gammapo_spec.errors import StateError
+
 import gammapo_spec as R
 import gammapo_torch as T
 from _torch_helpers import make_inputs, to_torch
@@ -78,5 +80,6 @@ def test_gamma_po_loss_module_in_a_model_checkpoint_and_stateless_configs():
 
 def test_gamma_po_loss_module_load_state_dict_rejects_a_different_queue_size():
     small = T.GammaPOLoss(CFG.replace(queue_size=8))
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(StateError, match="state holds 8 slots but queue_size is") as info:
         T.GammaPOLoss(CFG).load_state_dict(small.state_dict())
+    assert info.value.field == "queue_size"
