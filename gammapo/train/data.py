@@ -106,6 +106,6 @@ def load_preferences(path: str) -> list[dict[str, Any]]:
 
     try:  # the reader every command shares: JSONL lines end at \n only, a BOM is accepted, bad records name file:line
         rows = read_data(path).data
-    except GammaPOError as exc:
+    except (GammaPOError, OSError) as exc:
         raise DataError(str(exc)) from None
     return check_rows(rows, path)

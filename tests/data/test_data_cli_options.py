@@ -98,6 +98,17 @@ def test_select_fraction_that_keeps_no_pair_is_refused(tmp_path, capsys, fractio
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_select_fraction_that_keeps_no_valid_pair_is_refused(tmp_path, capsys):
+    rows = _rows(10)
+    for r in rows[2:]:
+        r["chosen_logps"] = None
+    src = _jsonl(tmp_path / "in.jsonl", rows)
+    assert select_main([src, str(tmp_path / "out.jsonl"), "--select-fraction", "0.2", "--skip-invalid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 8 and "keeps no pair of the 2 valid pairs" in err.splitlines()[-1]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 @pytest.mark.parametrize("bad", ["0", "1.5", "nan", "-0.2"])
 def test_select_fraction_outside_the_interval_is_refused_before_reading(tmp_path, capsys, bad):
     assert select_main([str(tmp_path / "missing.jsonl"), str(tmp_path / "out.jsonl"), "--select-fraction", bad]) == 2
@@ -145,7 +156,7 @@ def test_score_field_refuses_an_existing_column_in_a_dataset(tmp_path):
 
 @pytest.mark.parametrize("template", [
     "{score.__class__}", "{score.real}", "{score[0]}", "{score!r}", "{score:>99999999999}", "{score:{score}}",
-    "{other}", "{}", "{0}", "{score:c}", "{score:.500f}", "no field", "{score", "}{score}",
+    "{other}", "{}", "{0}", "{score:c}", "{score:.500f}", "{score:>5000}", "no field", "{score", "}{score}",
 ])
 def test_templates_are_plain_score_fields_with_bounded_formats(template):
     with pytest.raises(ConfigError) as info:

@@ -29,6 +29,7 @@ HOSTILE = {
     "non-utf8": (b'{"id": 1, "prompt": "caf\xe9", "chosen": "a", "rejected": "b"}', "not UTF-8"),
     "400-digit-int": (json.dumps(dict(GOOD, id=1, meta=10**400)).encode(), "64 bits"),
     "deep-nesting": (b'{"id": 1, "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+    "nesting-500": (b'{"id": 1, "meta": ' + b"[" * 500 + b"]" * 500 + b"}", "nested more than 64"),
     "nan-carried": (json.dumps(dict(GOOD, id=1, meta=float("nan"))).encode(), "NaN"),
     "infinity-carried": (json.dumps(dict(GOOD, id=1, meta=float("inf"))).encode(), "Infinity"),
     "lone-surrogate": (json.dumps(dict(GOOD, id=1, prompt="\ud800")).encode(), "surrogate"),
