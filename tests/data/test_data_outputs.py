@@ -203,3 +203,38 @@ def test_random_kills_during_overwrites_leave_a_complete_output(tmp_path, kind, 
     # the next run removes what the killed runs left
     write_data([{"id": 0, "tag": "c", "text": ""}], str(out), kind, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return int(proc.stdout)
+
+
+def test_leftovers_of_a_kill_between_two_renames_are_undone(tmp_path):
+    """Where folders cannot be exchanged atomically, a kill between the two renames loses nothing."""
+    datasets = pytest.importorskip("datasets")
+    from gammapo.data.output import remove_stale
+
+    pid = _dead_pid()
+    out = tmp_path / "out"
+    datasets.Dataset.from_list(_rows(3, tag="old")).save_to_disk(str(tmp_path / f"out.gammapo-old-{pid}-0a1b"))
+    datasets.Dataset.from_list(_rows(3, tag="new")).save_to_disk(str(tmp_path / f"out.gammapo-tmp-{pid}-2c3d"))
+    foreign = tmp_path / f"out.gammapo-tmp-{pid}-4e5f"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a dataset", encoding="utf-8")
+    remove_stale(str(out))
+    assert {r["tag"] for r in read_data(str(out)).data.to_list()} == {"old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", foreign.name]), "a folder with other files was removed"
+
+
+def test_replace_dir_without_an_atomic_exchange_still_swaps(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from gammapo.data import output
+
+    monkeypatch.setattr(output, "_exchange", lambda a, b: False)  # a platform without renameat2
+    out = tmp_path / "out"
+    write_data(_rows(3, tag="a"), str(out), "datasets")
+    write_data(_rows(4, tag="b"), str(out), "datasets", overwrite=True)
+    assert len(read_data(str(out)).data) == 4 and [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert isinstance(read_data(str(out)).data, datasets.Dataset)
