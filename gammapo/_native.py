@@ -29,25 +29,31 @@ The integer parts (sample, push, counters) are exact, so states are bit for bit 
 the margins agree with it to rounding (the backends' tests hold them to the spec's tolerances).
 
 Builds: one compiler call (``$CXX``, else ``g++`` or ``c++``), cached in ``$GAMMAPO_CACHE_DIR``
-(default ``$XDG_CACHE_HOME/gammapo``, i.e. ``~/.cache/gammapo``; a per-user folder in the temporary
-directory when that is not writable), named by a hash of the source, compiler, flags and machine,
-and written atomically, so concurrent processes (test workers, ranks) share one build.
+(default ``$XDG_CACHE_HOME/gammapo``, i.e. ``~/.cache/gammapo``), named by a hash of the source,
+compiler, flags and machine, and written atomically, so concurrent processes (test workers, ranks)
+share one build. The cache folder must be private (created ``0700``; owned by the user and writable by
+no one else) and a cached library is loaded only if it is too and its SHA-256 matches the one
+recorded when it was built; otherwise the library is built afresh in a private temporary folder of
+the process. Nothing is ever loaded from a shared, predictable location.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import pathlib
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
 from typing import Any, Callable, Iterable
 
 __all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
-           "cache_dirs", "writable_cache_dir", "build_library", "build_first", "NativeLibrary"]
+           "cache_dirs", "private_cache_dir", "verified_path", "library_file_name", "build_library", "build_first", "NativeLibrary"]
 
 #: The C++ core: ``mirror<T>`` (the released solver), ``kkt<T>`` (the default solver, the arithmetic of
 #: :mod:`gammapo_spec.kkt_solver`), ``queue_step<T>`` (sample, mirror, push), ``hash32``.
@@ -406,30 +412,116 @@ def flag_attempts(isa: str, extra: list[str] = ()) -> list[list[str]]:
 
 def cache_dirs() -> list[pathlib.Path]:
     """Where libraries are cached: ``$GAMMAPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gammapo`` (default
-    ``~/.cache/gammapo``), with a per-user folder in the temporary directory as the fallback."""
+    ``~/.cache/gammapo``). There is no shared fallback (a predictable folder in the temporary directory
+    is one another user can plant a library in); see :func:`private_cache_dir`."""
     env = os.environ.get("GAMMAPO_CACHE_DIR")
     if env:
         return [pathlib.Path(env)]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    user = getattr(os, "getuid", lambda: "user")()
-    return [pathlib.Path(base) / "gammapo", pathlib.Path(tempfile.gettempdir()) / f"gammapo-{user}"]
+    return [pathlib.Path(base) / "gammapo"]
 
 
-def writable_cache_dir() -> pathlib.Path:
-    """The first of :func:`cache_dirs` that exists (or can be made) and is writable."""
-    error: OSError | None = None
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else (a directory or a regular file, not a link)."""
+    uid = getattr(os, "getuid", lambda: st.st_uid)()
+    return st.st_uid == uid and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def private_cache_dir() -> pathlib.Path | None:
+    """The first of :func:`cache_dirs` that is private to this user, created ``0700`` if missing; ``None``
+    if none is.
+
+    Private means: a real folder (not a symbolic link), owned by the current user, writable by neither
+    group nor others. A folder that fails this is not used (and not changed): the build then happens
+    in a fresh folder of its own (:func:`build_library`).
+    """
     for folder in cache_dirs():
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError as exc:
-            error = exc
-    raise error or PermissionError(f"no writable cache folder among {cache_dirs()}")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
+            st = os.lstat(folder)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and _private(st) and os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return None
+
+
+def _digest(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+#: File descriptors of the libraries loaded through ``/proc/self/fd`` (kept open for the process).
+_PINNED: list[int] = []
+
+
+def verified_path(path: pathlib.Path) -> pathlib.Path | None:
+    """``path`` if it is a library this process built and may load, else ``None``.
+
+    Checks, on an open descriptor (so the file checked is the file loaded): a regular file, not a
+    link, owned by this user, writable by no one else, and its SHA-256 equal to the one recorded
+    beside it (``<library>.sha256``, written when it was built). On Linux the returned path is
+    ``/proc/self/fd/N`` of that descriptor, so a file swapped in after the check is not the one loaded.
+    """
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        side = os.lstat(sidecar)
+        if not (stat.S_ISREG(st.st_mode) and _private(st) and stat.S_ISREG(side.st_mode) and _private(side)):
+            return None
+        if sidecar.read_text().strip() != _digest(fd):
+            return None
+        if os.path.isdir("/proc/self/fd"):
+            _PINNED.append(fd)
+            fd = -1
+            return pathlib.Path(f"/proc/self/fd/{_PINNED[-1]}")
+        return path
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _write_atomic(target: pathlib.Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def library_file_name(name: str, source: str, compiler: str, flags: list[str], key_extra: str = "") -> str:
+    """``<name>_<hash>.so``: the hash covers the source, compiler, flags, machine and ``key_extra``."""
+    key = hashlib.sha256("\0".join([source, compiler, *flags, platform.machine(), key_extra]).encode()).hexdigest()[:16]
+    return f"{name}_{key}.so"
 
 
 def build_library(name: str, source: str, compiler: str, flags: list[str], key_extra: str = "") -> pathlib.Path:
     """The shared library of ``source`` built with ``compiler`` and ``flags`` (from the cache if there).
+
+    The cache is :func:`private_cache_dir`; a cached library is used only if :func:`verified_path`
+    accepts it (else it is rebuilt). The build writes the library and then its SHA-256 sidecar, each
+    atomically, so concurrent processes (test workers, ranks) share one build and a crash leaves no
+    library that passes the check. Without a private cache folder the library is built in a fresh
+    temporary folder of this process (``tempfile.mkdtemp``: private, unpredictable), once per process.
 
     Args:
         name: file-name prefix (``<name>_<hash>.so``).
@@ -437,23 +529,37 @@ def build_library(name: str, source: str, compiler: str, flags: list[str], key_e
         compiler, flags: the compiler and its flags (``-shared`` among them).
         key_extra: anything else the binary depends on (e.g. the headers' version), part of the hash.
 
+    Returns:
+        The path to load (checked by :func:`verified_path`).
+
     Raises:
         subprocess.CalledProcessError: the compiler failed (its stderr is on the exception).
-        OSError: no cache folder is writable, or the compiler cannot be run.
+        OSError: the library cannot be written or fails its check after the build.
     """
-    key = hashlib.sha256("\0".join([source, compiler, *flags, platform.machine(), key_extra]).encode()).hexdigest()[:16]
-    for folder in cache_dirs():  # an existing build anywhere
-        if (folder / f"{name}_{key}.so").exists():
-            return folder / f"{name}_{key}.so"
-    out_dir = writable_cache_dir()
-    target = out_dir / f"{name}_{key}.so"
+    file_name = library_file_name(name, source, compiler, flags, key_extra)
+    out_dir = private_cache_dir()
+    if out_dir is not None:
+        found = verified_path(out_dir / file_name)
+        if found is not None:
+            return found
+    else:
+        out_dir = pathlib.Path(tempfile.mkdtemp(prefix="gammapo-build-"))
+        atexit.register(shutil.rmtree, out_dir, True)
+    target = out_dir / file_name
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         src = pathlib.Path(tmp) / "kernel.cpp"
         src.write_text(source)
         lib = pathlib.Path(tmp) / "kernel.so"
         subprocess.run([compiler, *flags, "-o", str(lib), str(src), "-lm"], check=True, capture_output=True, timeout=300)
+        os.chmod(lib, 0o700)
+        with open(lib, "rb") as f:
+            digest = _digest(f.fileno())
         os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
-    return target
+    _write_atomic(target.with_name(target.name + ".sha256"), (digest + "\n").encode())
+    found = verified_path(target)
+    if found is None:
+        raise PermissionError(f"the library just built at {target} fails its ownership or integrity check")
+    return found
 
 
 def build_first(name: str, source: str, attempts: Iterable[list[str]], bind: Callable[[pathlib.Path], Any], *,

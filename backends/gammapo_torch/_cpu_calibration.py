@@ -32,7 +32,6 @@ import ctypes
 import os
 import pathlib
 import platform
-import tempfile  # noqa: F401  (tests patch tempfile.gettempdir through this module)
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,6 @@ import torch
 from gammapo import _native
 from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
-from gammapo._native import writable_cache_dir as _writable_cache_dir  # noqa: F401  (kept for the tests)
 
 __all__ = [
     "SOURCE", "enabled", "usable", "takes_step", "traced_usable", "traced_takes_step", "load", "build_error",

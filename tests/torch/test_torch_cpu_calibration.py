@@ -201,16 +201,16 @@ def test_compiled_step_calls_the_kernel_as_one_custom_op_and_equals_eager(monkey
     torch._dynamo.reset()
 
 
-def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(monkeypatch, tmp_path):
+def test_an_unusable_cache_folder_has_no_shared_fallback(monkeypatch, tmp_path):
+    from gammapo import _native
+
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")  # a file where the cache folder's parent should be: mkdir fails
     monkeypatch.delenv("GAMMAPO_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    monkeypatch.setattr(K.tempfile, "gettempdir", lambda: str(tmp_path))
-    folder = K._writable_cache_dir()
-    assert folder.parent == tmp_path and folder.name.startswith("gammapo-")
+    assert _native.cache_dirs() == [blocker / "gammapo"] and _native.private_cache_dir() is None
     monkeypatch.setenv("GAMMAPO_CACHE_DIR", str(tmp_path / "explicit"))
-    assert K._writable_cache_dir() == tmp_path / "explicit"
+    assert _native.private_cache_dir() == tmp_path / "explicit"
 
 
 @needs_kernel
