@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", metavar="IN", help="a JSONL file, a .json list or a `datasets` directory (save_to_disk)")
+    p.add_argument("input", metavar="IN", help="a JSONL file, a .json list or a datasets directory (save_to_disk)")
     p.add_argument("output", metavar="OUT", help="where to write the result (same kind as IN; a .json name gives a JSON list)")
     p.add_argument("--split", help="the split of a saved DatasetDict")
     p.add_argument("--chosen-score-field", default="score_chosen", help="field of s_w (default: score_chosen)")
