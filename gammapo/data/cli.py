@@ -55,7 +55,8 @@ def build_select_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--select-fraction", type=float, metavar="F",
                    help="required: fraction of the valid pairs to keep, in (0, 1] (the same option as in gammapo train)")
-    p.add_argument("--fraction", type=float, dest="deprecated_fraction", help=argparse.SUPPRESS)
+    p.add_argument("--fraction", type=float, dest="deprecated_fraction", metavar="F",
+                   help="deprecated: the former spelling of --select-fraction")
     p.add_argument("--variant", choices=VARIANTS, default="reference-free", help="implicit margin (default: reference-free)")
     p.add_argument("--weight", type=float, default=1.0, help="weight w >= 0 of the implicit term (default 1)")
     p.add_argument("--baseline", choices=[m for m in METRICS if m != "alignment-potential"],
