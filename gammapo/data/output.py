@@ -1,9 +1,9 @@
 """Where the data commands write, and how: checked before any work, replaced only when recognised, atomically.
 
 * :func:`check_output` runs before the input is read: the output's folder exists, is a folder and
-  is writable; the output is neither the input nor a folder holding it; an existing output is
-  refused without ``overwrite``, and with it is replaced only when it is what these tools write —
-  a JSON or JSONL file (a regular file whose first character is ``{`` or ``[``, or an empty one)
+  is writable; the output is neither the input, nor a folder holding it, nor inside an input
+  folder; an existing output is refused without ``overwrite``, and with it is replaced only when
+  it is what these tools write — a JSON or JSONL file (a regular file whose first character is ``{`` or ``[``, or an empty one)
   or a ``datasets`` folder (only the files ``save_to_disk`` writes). A folder holding anything
   else is never deleted.
 * :func:`replace_file` and :func:`replace_dir` write beside the output (``NAME.gammapo-tmp-PID-XXXX``)
@@ -126,6 +126,8 @@ def check_output(
             raise ConfigError(f"output {path!r} is the input; write to another path", field="output")
         if _inside(src, path):
             raise ConfigError(f"output {path!r} holds the input {src!r}; write to another path", field="output")
+        if os.path.isdir(src) and _inside(path, src):
+            raise ConfigError(f"output {path!r} is inside the input folder {src!r}; write to another path", field="output")
     if not os.path.lexists(path):
         return
     if not overwrite:

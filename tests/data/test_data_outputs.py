@@ -67,6 +67,9 @@ def test_overwrite_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
     assert select_main([str(project / "ds_in"), str(other), "--select-fraction", "0.5", "--overwrite", "--quiet"]) == 2
     line = _one_error_line(capsys.readouterr().err, "gammapo select")
     assert "not a datasets folder" in line and "'README.md'" in line and "--overwrite replaces only" in line
+    assert select_main([str(project / "ds_in"), str(project / "ds_in" / "sel"), "--select-fraction", "0.5",
+                        "--quiet"]) == 2
+    assert "inside the input folder" in _one_error_line(capsys.readouterr().err, "gammapo select")
     assert _tree(tmp_path) == before, "a folder (or a file in it) was changed"
 
 
