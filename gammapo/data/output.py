@@ -3,9 +3,9 @@
 * :func:`check_output` runs before the input is read: the output's folder exists, is a folder and
   is writable; the output is neither the input, nor a folder holding it, nor inside an input
   folder; an existing output is refused without ``overwrite``, and with it is replaced only when
-  it is what these tools write — a JSON or JSONL file (a regular file whose first character is ``{`` or ``[``, or an empty one)
-  or a ``datasets`` folder (only the files ``save_to_disk`` writes). A folder holding anything
-  else is never deleted.
+  it is what these tools write — a JSON or JSONL file (a regular file whose first character is
+  ``{`` or ``[``, or an empty one) or a ``datasets`` folder (only the files ``save_to_disk``
+  writes). A folder holding anything else is never deleted.
 * :func:`replace_file` and :func:`replace_dir` write beside the output (``NAME.gammapo-tmp-PID-XXXX``)
   and swap it in: ``os.replace`` for a file, an atomic exchange of the two folders for a
   ``datasets`` folder (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames, the old
