@@ -30,6 +30,8 @@ Decisions fixed by this spec (alternatives named):
   make a data set where every implicit margin is equal, e.g. before training, unusable).
 * β does not appear: z-scores are invariant under :math:`v \mapsto a v + b` with :math:`a > 0`, so
   the implicit rewards' β (and any positive rescaling of the scores) cannot change AP.
+* The explicit margin is the pair's score gap :math:`s_w - s_l`. The authors' code uses the spread of
+  all scored responses of the prompt instead, offered as :func:`explicit_margin_spread`.
 * The two baselines the paper compares against (``docs/theory/related.md``): ``"explicit-margin"`` scores a
   pair by :math:`\Delta_\text{ex}` (larger is better) and ``"implicit-margin"`` by
   :math:`-z(\Delta_\text{im})` (smaller implicit margin is better).
@@ -56,6 +58,8 @@ __all__ = [
     "check_weight",
     "zscore",
     "explicit_margin",
+    "explicit_margin_spread",
+    "check_score_matrix",
     "implicit_margin",
     "alignment_potential",
     "selection_scores",
@@ -164,6 +168,59 @@ def explicit_margin(chosen_scores, rejected_scores) -> np.ndarray:
     check_finite("chosen_scores", bool(np.all(np.isfinite(sw))))
     check_finite("rejected_scores", bool(np.all(np.isfinite(sl))))
     return sw - sl
+
+
+def check_score_matrix(shape: tuple[int, ...], ok_rows: bool, any_inf: bool) -> int:
+    """Check the ``[N, K]`` score matrix of :func:`explicit_margin_spread` (shared by the backends):
+    2-D with N ≥ 1, no ±inf, at least two scored (non-NaN) responses in every row. Returns N.
+
+    Raises:
+        InputError: otherwise (``field="scores"``).
+    """
+    if len(shape) != 2 or shape[0] < 1:
+        raise InputError(f"scores must be a 2-D [N, K] array with N >= 1, got shape {tuple(shape)}", field="scores")
+    if any_inf:
+        raise InputError("scores contains infinite values (NaN marks a missing response)", field="scores")
+    if not ok_rows:
+        raise InputError("scores: every prompt needs at least two scored (non-NaN) responses", field="scores")
+    return int(shape[0])
+
+
+def explicit_margin_spread(scores) -> np.ndarray:
+    r"""The explicit margin as the spread of *all* scored responses of each prompt (the authors' code).
+
+    .. math:: \Delta_\text{ex} = \max_k s_{k} - \min_k s_{k}
+
+    over the responses k of the prompt that have a score (four in UltraFeedback). The default
+    :func:`explicit_margin` is the score gap :math:`s_w - s_l` of the pair that is trained on; the two
+    agree when the pair is the best and the worst response. The released alignment-potential
+    metric uses the spread; pass its result as ``explicit_margins`` to reproduce it.
+
+    Decision: the pair's gap stays the default — it is a property of the pair being selected, and it
+    needs no scores of responses the data set does not contain.
+
+    Args:
+        scores: ``[N, K]`` scores, NaN where a prompt has fewer than K responses; every row needs at
+            least two scores.
+
+    Returns:
+        ``[N]`` float64 non-negative margins.
+
+    Raises:
+        InputError: not 2-D, empty, an infinite score, or a row with fewer than two scores
+            (``field="scores"``).
+
+    Example:
+        >>> from gammapo_spec.alignment_potential import explicit_margin_spread
+        >>> explicit_margin_spread([[8.0, 6.5, 3.0, float("nan")], [7.0, 7.5, 2.0, 5.0]]).tolist()
+        [5.0, 5.5]
+    """
+    if scores is None:
+        raise InputError("scores is needed but was not given", field="scores")
+    a = np.asarray(scores, dtype=np.float64)
+    ok = a.ndim == 2 and bool(np.all(np.sum(~np.isnan(a), axis=1) >= 2))
+    check_score_matrix(a.shape, ok, bool(np.any(np.isinf(a))))
+    return np.nanmax(a, axis=1) - np.nanmin(a, axis=1)
 
 
 def implicit_margin(

@@ -10,7 +10,7 @@ One step of :func:`gamma_po_loss`:
 
 .. math::
 
-    \mathcal L = \frac1N \sum_i \ell(h_i - m_i) \;[+\; w_\text{sft}\,(-c_i/|y_w|)\ \text{for SimPO}].
+    \mathcal L = \frac1N \sum_i \ell(h_i - m_i) \;[+\; \tfrac1N\textstyle\sum_i t_i\ \text{for SimPO's NLL term, see}\ \texttt{sft\_terms}].
 
 Its gradient with respect to the log-prob inputs (:func:`loss_vjp`), margins held constant:
 
@@ -21,7 +21,8 @@ Its gradient with respect to the log-prob inputs (:func:`loss_vjp`), margins hel
     \;\text{(reference-based)},\qquad
     \frac{\partial h_i}{\partial(c_i, r_i)} = \beta\,(1/|y_w|, -1/|y_l|)\;\text{(SimPO)},
 
-plus :math:`-w_\text{sft}/(N|y_w|)` on :math:`c_i` for SimPO's NLL term. Lengths get no gradient.
+plus :math:`-w_\text{sft}/(N|y_w|)` on :math:`c_i` for SimPO's NLL term (:math:`-w_\text{sft}/\sum_j|y_{w,j}|`
+with ``sft_reduction="token"``). Lengths get no gradient.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .config import GammaPOConfig
-from .losses import pair_loss_derivative, pair_losses, target_margins
+from .losses import pair_loss_derivative, pair_losses, sft_terms, sft_terms_grad, target_margins
 from .rewards import _rewards_from_arrays, prepare_inputs
 from .state import QueueState, calibrate_step, check_state
 
@@ -140,7 +141,7 @@ def _loss_from_arrays(config: GammaPOConfig, x: dict[str, np.ndarray], m: np.nda
     h = u_w - u_l
     losses = pair_losses(config, h - m)
     if config.sft_weight > 0:
-        losses = losses + config.sft_weight * (-x["chosen_logps"] / x["chosen_lengths"])
+        losses = losses + sft_terms(config, x["chosen_logps"], x["chosen_lengths"])
     return LossOutput(
         loss=float(np.mean(losses)),
         losses=losses,
@@ -268,8 +269,8 @@ def loss_vjp(
             "rejected_logps": -dh * beta / x["rejected_lengths"],
         }
         if config.sft_weight > 0:
-            grads["chosen_logps"] = grads["chosen_logps"] - float(cotangent) * config.sft_weight / (
-                n * x["chosen_lengths"]
+            grads["chosen_logps"] = grads["chosen_logps"] + float(cotangent) * sft_terms_grad(
+                config, x["chosen_lengths"]
             )
         return grads
     return {

@@ -14,7 +14,7 @@ Per-pair losses :math:`\ell(z)` (the batch loss is their mean), with ε = ``labe
 
 ========  ===========================================================================================
 dpo       :math:`(1-\varepsilon)\,\operatorname{softplus}(-z) + \varepsilon\,\operatorname{softplus}(z)`
-simpo     same as dpo, plus :math:`w_\text{sft}\cdot(-c/|y_w|)` (SimPO's optional NLL term)
+simpo     same as dpo, plus SimPO's optional NLL term (:func:`sft_terms`)
 rdpo      same as dpo (R-DPO is DPO with the length margin)
 robust    :math:`\big((1-\varepsilon)\operatorname{softplus}(-z) - \varepsilon\operatorname{softplus}(z)\big)/(1-2\varepsilon)`
 hinge     :math:`\max(0,\; 1 - z)`
@@ -45,7 +45,7 @@ import numpy as np
 from .config import GammaPOConfig
 from .numerics import sigmoid, softplus
 
-__all__ = ["base_margins", "target_margins", "pair_losses", "pair_loss_derivative"]
+__all__ = ["base_margins", "target_margins", "pair_losses", "pair_loss_derivative", "sft_terms", "sft_terms_grad"]
 
 
 def base_margins(config: GammaPOConfig, n: int, chosen_lengths=None, rejected_lengths=None) -> np.ndarray:
@@ -161,3 +161,63 @@ def pair_loss_curvature(config: GammaPOConfig, z) -> np.ndarray:
     if name == "ipo":
         return np.full_like(z, 2.0 / config.beta**2)
     raise AssertionError(name)
+
+
+def sft_terms(config: GammaPOConfig, chosen_logps, chosen_lengths) -> np.ndarray:
+    r"""SimPO's optional NLL term on the chosen responses, as per-pair terms :math:`t_i` added to the losses.
+
+    With :math:`w` = ``sft_weight``, :math:`c_i` the summed log-prob of the chosen response and
+    :math:`|y_{w,i}|` its length in tokens, the two reductions are
+
+    .. math::
+
+        \text{pair (default):}\quad t_i = w\cdot\frac{-c_i}{|y_{w,i}|},
+        \qquad\qquad
+        \text{token:}\quad t_i = w\cdot\frac{-N\,c_i}{\sum_j |y_{w,j}|},
+
+    so that the batch loss :math:`\frac1N\sum_i(\ell_i + t_i)` carries
+    :math:`w\cdot\frac1N\sum_i -c_i/|y_{w,i}|` (the mean over pairs of each response's per-token NLL)
+    or :math:`w\cdot\big(-\sum_i c_i\big)/\sum_i|y_{w,i}|` (the mean over every chosen token of the
+    batch: the cross-entropy of the released SimPO trainer and of TRL's ``cpo_alpha``). The two agree
+    when all chosen responses have the same length.
+
+    Decision: ``"pair"`` is the default. It is a per-pair loss, so it does not change when a batch is
+    split into micro-batches for gradient accumulation, and it weighs pairs as the preference term
+    does; ``"token"`` is offered to reproduce the released trainer (its token mean is over the batch
+    given, i.e. per micro-batch and per rank, as there).
+
+    Args:
+        config: the loss configuration (``sft_weight``, ``sft_reduction``).
+        chosen_logps: ``[N]`` summed log-probs :math:`c_i` of the chosen responses.
+        chosen_lengths: ``[N]`` their lengths (> 0).
+
+    Returns:
+        ``[N]`` float64 terms (zeros when ``sft_weight`` is 0).
+
+    Example:
+        >>> from gammapo_spec import GammaPOConfig
+        >>> from gammapo_spec.losses import sft_terms
+        >>> cfg = GammaPOConfig(loss="simpo", sft_weight=1.0)
+        >>> sft_terms(cfg, [-2.0, -6.0], [1.0, 3.0]).tolist()           # -c/|y_w| each
+        [2.0, 2.0]
+        >>> sft_terms(cfg.replace(sft_reduction="token"), [-2.0, -6.0], [1.0, 3.0]).tolist()  # mean 8/4
+        [1.0, 3.0]
+    """
+    c = np.asarray(chosen_logps, dtype=np.float64)
+    if config.sft_weight == 0:
+        return np.zeros_like(c)
+    lengths = np.asarray(chosen_lengths, dtype=np.float64)
+    if config.sft_reduction == "token":
+        return config.sft_weight * (-c * c.shape[0] / np.sum(lengths))
+    return config.sft_weight * (-c / lengths)
+
+
+def sft_terms_grad(config: GammaPOConfig, chosen_lengths) -> np.ndarray:
+    r"""The gradient of the batch-mean SFT term :math:`\frac1N\sum_i t_i` (:func:`sft_terms`) in each
+    :math:`c_i`: :math:`-w/(N|y_{w,i}|)` (pair) or :math:`-w/\sum_j|y_{w,j}|` (token)."""
+    lengths = np.asarray(chosen_lengths, dtype=np.float64)
+    if config.sft_weight == 0:
+        return np.zeros_like(lengths)
+    if config.sft_reduction == "token":
+        return np.full_like(lengths, -config.sft_weight / np.sum(lengths))
+    return -config.sft_weight / (lengths.shape[0] * lengths)

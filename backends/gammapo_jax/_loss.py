@@ -64,7 +64,11 @@ def _loss_from_arrays(config: GammaPOConfig, x: dict[str, jax.Array], m: jax.Arr
     m = jax.lax.stop_gradient(m.astype(h.dtype))
     losses = pair_losses(config, h - m)
     if config.sft_weight > 0:
-        losses = losses + config.sft_weight * (-x["chosen_logps"] / x["chosen_lengths"])
+        c, lengths = x["chosen_logps"], x["chosen_lengths"]
+        if config.sft_reduction == "token":  # mean over every chosen token of the batch
+            losses = losses + config.sft_weight * (-c * c.shape[0] / jnp.sum(lengths))
+        else:  # mean over pairs of each response's per-token NLL
+            losses = losses + config.sft_weight * (-c / lengths)
     sg = jax.lax.stop_gradient
     return LossOutput(
         loss=jnp.mean(losses),

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from gammapo_spec.alignment_potential import (
     METRICS,
     check_column_shape,
+    check_score_matrix,
     check_variant,
     check_weight,
     selection_size,
@@ -38,6 +39,7 @@ from ._dtypes import compute_dtype, concrete_all, to_jax
 __all__ = [
     "zscore",
     "explicit_margin",
+    "explicit_margin_spread",
     "implicit_margin",
     "alignment_potential",
     "selection_scores",
@@ -91,6 +93,21 @@ def explicit_margin(chosen_scores, rejected_scores, *, check_values: bool = True
     for name, v in t.items():
         _finite(name, v, check_values)
     return t["chosen_scores"] - t["rejected_scores"]
+
+
+def explicit_margin_spread(scores, *, check_values: bool = True):
+    """:func:`gammapo_spec.alignment_potential.explicit_margin_spread`: ``max - min`` of each row's
+    scores, NaN marking a missing response (value checks on concrete values only)."""
+    a = to_jax(scores)
+    check_score_matrix(tuple(a.shape), True, False)
+    a = a.astype(compute_dtype(a))
+    missing = jnp.isnan(a)
+    if check_values:
+        rows = concrete_all(lambda: jnp.all(jnp.sum(~missing, axis=1) >= 2))
+        finite = concrete_all(lambda: ~jnp.any(jnp.isinf(a)))
+        if rows is not None and finite is not None:
+            check_score_matrix(tuple(a.shape), rows, not finite)
+    return jnp.where(missing, -jnp.inf, a).max(axis=1) - jnp.where(missing, jnp.inf, a).min(axis=1)
 
 
 def implicit_margin(

@@ -4,7 +4,7 @@ r"""The γ-PO loss step on tensors: rewards → (calibrated) margins → per-pai
 
     h_i = u_{w,i} - u_{l,i},\qquad \gamma = \texttt{calibrate}(h)\;(\text{detached}),\qquad
     m_i = m^\text{base}_i + (\gamma_i - \gamma_0),\qquad
-    \mathcal L = \frac1N\sum_i \ell(h_i - m_i)\;[+\,w_\text{sft}(-c_i/|y_w|)\ \text{SimPO}].
+    \mathcal L = \frac1N\sum_i \ell(h_i - m_i)\;[+\,w_\text{sft}(-c_i/|y_w|)\ \text{SimPO; token mean with sft\_reduction="token"}].
 
 Autograd gives :math:`\partial\mathcal L/\partial h_i = \ell'(h_i - m_i)/N` and the chain rule through
 the rewards, which is :func:`gammapo_spec.loss_vjp` (the tests check it). ``loss`` and ``losses`` carry
@@ -67,7 +67,11 @@ def _loss_from_tensors(
     h = u_w - u_l
     losses = pair_losses(config, h - m.detach().to(h.dtype))
     if config.sft_weight > 0:
-        losses = losses + config.sft_weight * (-x["chosen_logps"] / x["chosen_lengths"])
+        c, lengths = x["chosen_logps"], x["chosen_lengths"]
+        if config.sft_reduction == "token":  # mean over every chosen token of the batch
+            losses = losses + config.sft_weight * (-c * c.shape[0] / lengths.sum())
+        else:  # mean over pairs of each response's per-token NLL
+            losses = losses + config.sft_weight * (-c / lengths)
     m = m.detach().to(h.dtype)
     return LossOutput(
         loss=losses.mean(),

@@ -26,6 +26,7 @@ import torch
 from gammapo_spec.alignment_potential import (
     METRICS,
     check_column_shape,
+    check_score_matrix,
     check_variant,
     check_weight,
     selection_size,
@@ -39,6 +40,7 @@ from ._validation import value_checks_active
 __all__ = [
     "zscore",
     "explicit_margin",
+    "explicit_margin_spread",
     "implicit_margin",
     "alignment_potential",
     "selection_scores",
@@ -84,6 +86,19 @@ def explicit_margin(chosen_scores, rejected_scores, *, check_values: bool = True
     for name, v in t.items():
         _finite(name, v, check_values)
     return t["chosen_scores"] - t["rejected_scores"]
+
+
+def explicit_margin_spread(scores, *, check_values: bool = True) -> torch.Tensor:
+    """:func:`gammapo_spec.alignment_potential.explicit_margin_spread`: ``max - min`` of each row's
+    scores, NaN marking a missing response (the value checks need a host sync)."""
+    t = as_tensor(scores, scores.device if isinstance(scores, torch.Tensor) else None)
+    check_score_matrix(tuple(t.shape), True, False)
+    t = t.to(compute_dtype(t))
+    missing = torch.isnan(t)
+    if value_checks_active(check_values):
+        check_score_matrix(tuple(t.shape), bool(((~missing).sum(dim=1) >= 2).all()), bool(torch.isinf(t).any()))
+    inf = torch.full_like(t, float("inf"))
+    return torch.where(missing, -inf, t).amax(dim=1) - torch.where(missing, inf, t).amin(dim=1)
 
 
 def implicit_margin(
