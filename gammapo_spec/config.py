@@ -33,7 +33,6 @@ __all__ = [
     "SOLVERS",
     "CALIBRATION_MODES",
     "SFT_REDUCTIONS",
-    "SFT_REDUCTIONS",
     "MAX_ITERS",
     "MAX_QUEUE_SIZE",
     "MAX_SAMPLE_SIZE",
@@ -53,8 +52,6 @@ SMOOTHED_LOSSES: frozenset[str] = frozenset({"dpo", "simpo", "rdpo", "robust"})
 SOLVERS: tuple[str, ...] = ("exact", "mirror")
 #: Where the calibration set comes from.
 CALIBRATION_MODES: tuple[str, ...] = ("batch", "queue")
-#: How SimPO's SFT term averages the chosen responses' NLL: over pairs (the default) or over tokens.
-SFT_REDUCTIONS: tuple[str, ...] = ("pair", "token")
 #: How SimPO's SFT term averages the chosen responses' NLL: over pairs (the default) or over tokens.
 SFT_REDUCTIONS: tuple[str, ...] = ("pair", "token")
 #: The largest ``queue_size``: 2**24 slots (a 128 MiB float64 buffer; counters and slot indices stay
@@ -106,10 +103,6 @@ class GammaPOConfig:
             chosen response's per-token NLL) or ``"token"`` (the mean over all chosen tokens of the
             batch, as the released SimPO trainer and TRL's ``cpo_alpha``); see
             :func:`gammapo_spec.losses.sft_terms`.
-        sft_reduction: how that term averages: ``"pair"`` (the default, the mean over pairs of each
-            chosen response's per-token NLL) or ``"token"`` (the mean over all chosen tokens of the
-            batch, as the released SimPO trainer and TRL's ``cpo_alpha``); see
-            :func:`gammapo_spec.losses.sft_terms`.
         rdpo_alpha: α of R-DPO's length margin ``α (len_w − len_l)`` (``rdpo`` only).
         check_values: check inputs for non-finite values and non-positive lengths (the shape checks
             always run). Backends that can only check values with a host synchronisation say so.
@@ -143,7 +136,6 @@ class GammaPOConfig:
     queue_warmup: int = 8
     label_smoothing: float = 0.0
     sft_weight: float = 0.0
-    sft_reduction: str = "pair"
     sft_reduction: str = "pair"
     rdpo_alpha: float = 0.0
     check_values: bool = True
@@ -182,7 +174,6 @@ class GammaPOConfig:
                 f"sft_weight applies to 'simpo' only, not to {self.base_loss!r}; got {self.sft_weight}",
                 field="sft_weight",
             )
-        _check_choice("sft_reduction", self.sft_reduction, SFT_REDUCTIONS)
         _check_choice("sft_reduction", self.sft_reduction, SFT_REDUCTIONS)
         _check_real("rdpo_alpha", self.rdpo_alpha)
         if self.rdpo_alpha != 0 and self.base_loss != "rdpo":
