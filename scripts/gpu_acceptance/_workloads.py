@@ -49,8 +49,6 @@ def graph_step(config: R.GammaPOConfig, state, n: int):
 
 def tiny_trainer(device_is_cuda: bool, loss: str = "gamma-simpo", batch: int = 8):
     """A :class:`GammaPOTrainer` on the embedded task's tiny Llama, and one collated batch on its device."""
-    import copy  # noqa: F401
-
     from datasets import Dataset
     from trl import DPOConfig
 

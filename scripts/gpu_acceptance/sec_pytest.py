@@ -7,7 +7,6 @@ time budget still reports the tests it finished.
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 import signal
 import subprocess

@@ -26,23 +26,29 @@ def _triton(rec) -> None:
     from gammapo_torch import _triton_calibration as K
 
     with rec.part("triton kernel chosen and matching the spec") as p:
-        worst = {}
+        worst, seen = {}, {}
         for n in (1, 256, 1024, 4096):
             for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
                 h = np.random.default_rng(n).normal(scale=3.0, size=n)
                 hc = torch.tensor(h, dtype=dtype, device="cuda")
                 assert K.use_fused(hc), f"the fused kernel is not selected for {n} {dtype} gaps"
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                try:  # the profiler names the kernels that ran (where CUPTI works; else selection alone is checked)
+                    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                        got = T.calibrate_margins(hc, gamma0=4.0, tau=10.0, solver="mirror", check_values=False)
+                        torch.cuda.synchronize()
+                    names = " ".join(e.key for e in prof.key_averages())
+                    seen[f"{n}/{str(dtype)[6:]}"] = "_mirror_kernel" in names
+                except Exception as exc:  # noqa: BLE001
                     got = T.calibrate_margins(hc, gamma0=4.0, tau=10.0, solver="mirror", check_values=False)
-                    torch.cuda.synchronize()
-                names = " ".join(e.key for e in prof.key_averages())
-                assert "_mirror_kernel" in names, f"no _mirror_kernel launch seen for {n} gaps: {names[:300]}"
+                    seen[f"{n}/{str(dtype)[6:]}"] = f"profiler unavailable: {type(exc).__name__}"
                 want = R.calibrate_margins(h, gamma0=4.0, tau=10.0, solver="mirror")
                 err = float(np.max(np.abs(got.double().cpu().numpy() - want) / (tol * (1 + np.abs(want)))))
                 worst[f"{n}/{str(dtype)[6:]}"] = err
-        p["data"] = worst
-        p["detail"] = f"worst error / tolerance {max(worst.values()):.3g}"
-        ok = max(worst.values()) <= 1.0
+        p["data"] = {"error_over_tolerance": worst, "kernel_seen_by_profiler": seen}
+        missed = [k for k, v in seen.items() if v is False]
+        p["detail"] = f"worst error / tolerance {max(worst.values()):.3g}; profiler saw _mirror_kernel: " + (
+            f"not for {missed}" if missed else str(set(map(str, seen.values()))))
+        ok = max(worst.values()) <= 1.0 and not missed
         p["status"] = "ok" if ok else "fail"
         rec.measure("triton.ok", ok)
 
@@ -134,7 +140,7 @@ def run(rec, dry: bool) -> None:
     try:
         trainer, inputs = tiny_trainer(on_cuda)
     except Exception as exc:  # noqa: BLE001 - no TRL: reported, the rest still runs
-        with rec.part("no host sync: GammaPOTrainer.compute_loss") as p:
+        with rec.part("no host sync: GammaPOTrainer.compute_loss"):
             raise RuntimeError(f"could not build the trainer: {exc}") from exc
     else:
         model = trainer.model

@@ -41,8 +41,6 @@ def _without_triton(fn):
 
 
 def _setup(m: int, device: str):
-    import torch
-
     from benchmarks.bench_calibration_torch import setup
 
     s = setup(m)
