@@ -68,6 +68,7 @@ from trl import DPOConfig, DPOTrainer
 
 from gammapo_spec.config import GammaPOConfig
 
+from ._parallel import check_parallel_launch
 from ._trl_metrics import reduce_loss_metrics, reduce_token_metrics, token_sums, token_sums_from_logits
 from .losses import (
     GammaPOPairLoss,
@@ -461,6 +462,7 @@ class GammaPOTrainer(DPOTrainer):
         if self._reference_free and ref_model is None:
             args.precompute_ref_log_probs = True  # TRL then loads no reference model; see _precompute_ref_logps
         super().__init__(model, ref_model, args, **kwargs)
+        check_parallel_launch(args, self.accelerator)
         if self._reference_free:
             self.precompute_ref_logps = False  # nothing was precomputed; evaluate() must not try either
         if self.aux_loss_enabled:

@@ -101,3 +101,43 @@ def test_trainer_two_ranks_keep_identical_beta_dpo_statistics(tmp_path):
     a, b = (r["state"] for r in train_on_two_ranks(tmp_path, BETA_DPO))
     assert a == b, f"the ranks' β-DPO states differ: {a} vs {b}"
     assert a["step"] == 3 and a["gap_std"] > 0.0, a
+
+
+REFUSED = textwrap.dedent("""
+    import sys, os
+    import datasets, transformers
+    datasets.disable_progress_bars(); transformers.logging.set_verbosity_error()
+    import torch.distributed as dist
+    from datasets import Dataset
+    from gammapo.integrations.trl import GammaPOTrainer
+    from gammapo.train.run import RunConfig, dpo_config
+    from gammapo.train.task import SyntheticTask
+    from gammapo.train.tiny import build_model, build_tokenizer
+    task = SyntheticTask(); tok = build_tokenizer(task.words)
+    extra = dict(use_cpu=True, ddp_backend="gloo", fsdp="full_shard") if sys.argv[3] == "fsdp" else {}
+    args = dpo_config(RunConfig(sys.argv[1], batch_size=8, max_steps=1), **extra)
+    try:
+        GammaPOTrainer(build_model(len(tok)), args=args, processing_class=tok, loss="gamma-simpo",
+                       train_dataset=Dataset.from_list(task.pairs(16, noise=0.0, seed=1)))
+        message = "accepted"
+    except ValueError as e:
+        message = str(e)
+    with open(f"{sys.argv[2]}/result_{os.environ['RANK']}.json", "w") as f:
+        f.write(__import__("json").dumps({"rank": int(os.environ["RANK"]), "message": message}))
+""")
+
+
+@needs_torchrun
+@pytest.mark.parametrize("case", ["fsdp", "no-use-cpu"])
+def test_trainer_refuses_a_launch_accelerate_would_change(tmp_path, case):
+    """fsdp on CPU (accelerate runs DDP instead) and torchrun without use_cpu (each rank alone) raise."""
+    script = tmp_path / "refused.py"
+    script.write_text(REFUSED)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "o"),
+                           str(tmp_path), case], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    messages = [json.loads(f.read_text())["message"] for f in sorted(tmp_path.glob("result_*.json"))]
+    assert len(messages) == 2
+    expected = "fsdp=" if case == "fsdp" else "use_cpu=True"
+    assert all(expected in m for m in messages), messages
