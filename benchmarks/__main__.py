@@ -6,7 +6,12 @@ results folder); modules are imported only when run, and a benchmark whose modul
 missing is skipped with a message. The runner prints the machine first (CPU model, cores,
 framework versions, accelerator — "no GPU" here) and finally writes ``summary.md`` in the results
 folder: this run's status per benchmark and every result file the folder holds (with its title).
-``--summary-only`` rewrites the summary without running anything; ``--list`` lists the benchmarks.
+``--summary-only`` rewrites the summary of ``--out DIR`` without running anything; ``--list`` lists
+the benchmarks.
+
+Results go to ``--out DIR``, or else to a new folder ``benchmarks/runs/<UTC time>/``: a run never
+replaces the committed files in ``benchmarks/results/`` (which the documentation includes) unless
+it is given ``--out benchmarks/results``.
 
 >>> from benchmarks.__main__ import REGISTRY
 >>> list(REGISTRY)[:2]
@@ -38,17 +43,31 @@ REGISTRY: dict[str, tuple[str, str]] = {
 }
 
 
-class _NoOptions(Exception):
-    """A benchmark whose ``main()`` takes no options cannot honour ``--quick``/``--out``."""
+#: Where a run without ``--out`` writes: a new folder per run, never the committed results.
+RUNS = RESULTS.parent / "runs"
 
 
-def _call_main(module: Any, forwarded: list[str]) -> int:
-    """Call ``module.main(forwarded)``; a ``main()`` without parameters runs only when nothing is forwarded."""
-    if inspect.signature(module.main).parameters:
-        return int(module.main(forwarded) or 0)
-    if forwarded:
-        raise _NoOptions(f"{module.__name__}.main() takes no options, so it cannot honour {forwarded}")
-    return int(module.main() or 0)
+def _takes_options(module_name: str) -> bool | None:
+    """Whether ``module_name.main`` takes an ``argv`` (None: the module or its framework is missing)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return bool(inspect.signature(module.main).parameters)
+
+
+def fresh_folder(root: pathlib.Path | None = None) -> pathlib.Path:
+    """A new, empty folder ``root/<UTC time>`` (default root :data:`RUNS`; ``-2``, ``-3``, ... if taken)."""
+    root = RUNS if root is None else root
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        folder = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free folder name under {root}")
 
 
 def run(names: Sequence[str], forwarded: list[str]) -> list[dict[str, Any]]:
@@ -65,11 +84,8 @@ def run(names: Sequence[str], forwarded: list[str]) -> list[dict[str, Any]]:
             records.append({"name": name, "status": f"skipped ({type(exc).__name__}: {exc})", "seconds": 0.0})
             continue
         try:
-            rc = _call_main(module, forwarded)
+            rc = int(module.main(forwarded) or 0)
             status = "ok" if rc == 0 else f"exit status {rc}"
-        except _NoOptions as exc:
-            status = f"skipped ({exc}; run it without options)"
-            print(f"  {status}")
         except ImportError as exc:
             status = f"skipped ({type(exc).__name__}: {exc})"
             print(f"  {status}")
@@ -127,7 +143,9 @@ def build_parser(prog: str = "gammapo bench") -> argparse.ArgumentParser:
     parser = CliParser(prog=prog, description="Run gammapo's benchmarks (from a source checkout).")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(REGISTRY)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds each), for smoke tests")
-    parser.add_argument("--out", default=None, help=f"results folder (default {RESULTS})")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: a new folder under benchmarks/runs/; "
+                             "--out benchmarks/results replaces the committed results)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--summary-only", action="store_true", help="only rewrite summary.md from the files in the results folder")
     return parser
@@ -143,13 +161,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     unknown = [n for n in args.names if n not in REGISTRY]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; known: {list(REGISTRY)}")
-    out = pathlib.Path(args.out) if args.out else RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    forwarded = (["--quick"] if args.quick else []) + (["--out", str(out)] if args.out else [])
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    if args.summary_only and not args.out:
+        parser.error("--summary-only rewrites the summary of a results folder: name it with --out DIR")
+    names = [] if args.summary_only else (args.names or list(REGISTRY))
+    # every benchmark must write where it is told and honour --quick: refuse before running any
+    fixed = [n for n in names if _takes_options(REGISTRY[n][0]) is False]
+    if fixed:
+        parser.error(f"{', '.join(fixed)} take(s) no options, so cannot write to the results folder or honour "
+                     f"--quick: run {' / '.join('python -m ' + REGISTRY[n][0] for n in fixed)} instead")
+    if args.out:
+        out = pathlib.Path(args.out)
+        if out.exists() and not out.is_dir():
+            parser.error(f"--out {args.out}: exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = fresh_folder()
+    forwarded = (["--quick"] if args.quick else []) + ["--out", str(out)]
     machine = machine_info()
     print(f"Machine: {machine_line(machine)}")
-    records = [] if args.summary_only else run(args.names or list(REGISTRY), forwarded)
+    records = run(names, forwarded) if names else []
     summary = write_summary(out, records, machine, args.quick and not args.summary_only)
     print(f"\nwrote {summary}")
     return 0 if all(r["status"] == "ok" or r["status"].startswith("skipped") for r in records) else 1
