@@ -64,6 +64,8 @@ def _suite(name, device_key, on_gpu):
             return None
         counts, dev = m.get(f"{name}.counts", {}), m.get(device_key, "?")
         text = f"{counts.get('PASSED', 0)} passed, {counts.get('FAILED', 0) + counts.get('ERROR', 0)} failed on {dev}"
+        if m.get(f"{name}.timed_out"):
+            text += " (stopped at its time budget: the tests not reached are not counted)"
         return m[f"{name}.status"], text, m[f"{name}.status"] == "ok" and on_gpu(dev)
     return check
 

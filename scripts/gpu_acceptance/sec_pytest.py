@@ -58,6 +58,7 @@ def pytest_run(rec, name: str, args: list[str], env: dict[str, str], budget: flo
             p["status"] = "skipped: no CUDA" if counts["SKIPPED"] else "fail"
         elif timed_out and counts["PASSED"] == 0:
             p["status"] = "fail"
+        rec.measure(f"{name}.timed_out", timed_out)
         rec.measure(f"{name}.counts", counts)
         rec.measure(f"{name}.status", p["status"])
         return p
