@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gammapo_spec.errors import ConfigError, InputError
-from gammapo_spec.reward_augmented import DEFAULT_TEMPLATE, MODES, augment_record, condition_text
+from gammapo_spec.reward_augmented import (
+    DEFAULT_TEMPLATE,
+    MODES,
+    augment_record,
+    condition_text,
+    filter_dropped,
+)
 
 from .io import DataError, Table, as_table, progress
 
@@ -43,6 +49,8 @@ def augment_pairs(
     chosen_score_field: str = "score_chosen",
     rejected_score_field: str = "score_rejected",
     ties: str = "keep",
+    filter_chosen_field: str | None = None,
+    filter_rejected_field: str | None = None,
     skip_invalid: bool = False,
     show_progress: bool | None = None,
 ) -> AugmentResult:
@@ -50,9 +58,11 @@ def augment_pairs(
 
     Args:
         data: ``list[dict]``, ``datasets.Dataset`` or a :class:`~gammapo.data.io.Table`.
-        template, separator, chosen_score_field, rejected_score_field, ties: see
-            :func:`gammapo_spec.reward_augmented.augment_record`.
-        mode: ``"auto"`` (default: ``"system"`` for a conversational prompt, ``"prefix"`` for a
+        template, separator, chosen_score_field, rejected_score_field, ties, filter_chosen_field,
+            filter_rejected_field: see :func:`gammapo_spec.reward_augmented.augment_record` (the
+            filter fields, both or neither, keep pairs by another score than the one conditioned on).
+        mode: ``"auto"`` (default: ``"system"`` for a conversational prompt — including the authors'
+            format, a string prompt with whole conversations as responses — and ``"prefix"`` for a
             plain-string one), ``"system"`` or ``"prefix"``.
         skip_invalid: count and leave out bad records instead of raising.
         show_progress: a progress bar (``None``: only on a terminal).
@@ -77,16 +87,23 @@ def augment_pairs(
     if ties not in ("keep", "drop"):
         raise ConfigError(f"ties must be 'keep' or 'drop', got {ties!r}", field="ties")
     condition_text(0, template)  # checks the template before any record
+    if (filter_chosen_field is None) != (filter_rejected_field is None):
+        raise ConfigError("filter_chosen_field and filter_rejected_field are given together or not at all, got "
+                          f"{filter_chosen_field!r} and {filter_rejected_field!r}",
+                          field="filter_chosen_field" if filter_chosen_field is None else "filter_rejected_field")
     kwargs = dict(template=template, separator=separator, chosen_score_field=chosen_score_field,
-                  rejected_score_field=rejected_score_field, ties=ties)
+                  rejected_score_field=rejected_score_field, ties=ties, filter_chosen_field=filter_chosen_field,
+                  filter_rejected_field=filter_rejected_field)
     counts = {"read": len(table) + len(table.invalid), "invalid": len(table.invalid), "kept": 0,
               "dropped_lower": 0, "dropped_ties": 0, "written": 0}
     rows = table.data  # a list of dicts, or a Dataset (which iterates as dicts)
     out: list[dict] = []
     skipped = list(table.invalid)
     for i, record in enumerate(progress(rows, total=len(table), desc="augment", enabled=show_progress)):
-        prompt = record.get("prompt")
-        record_mode = ("prefix" if isinstance(prompt, str) else "system") if mode == "auto" else mode
+        # a conversation (an explicit-prompt message list, or the authors' string prompt with whole
+        # conversations as responses) gets a system message; a plain-string record a prefix
+        conversational = not isinstance(record.get("prompt"), str) or isinstance(record.get("chosen"), list)
+        record_mode = ("system" if conversational else "prefix") if mode == "auto" else mode
         try:
             new = augment_record(record, mode=record_mode, **kwargs)
         except ConfigError as exc:  # mode 'system' on a plain-string prompt: say which record
@@ -100,10 +117,8 @@ def augment_pairs(
         if new:
             counts["kept"] += 1
             out.extend(new)
-        elif record[chosen_score_field] < record[rejected_score_field]:
-            counts["dropped_lower"] += 1
         else:
-            counts["dropped_ties"] += 1
+            counts[filter_dropped(record, **kwargs)] += 1
     counts["written"] = len(out)
     assert counts["written"] == 2 * counts["kept"]
     assert counts["read"] == counts["invalid"] + counts["kept"] + counts["dropped_lower"] + counts["dropped_ties"]
