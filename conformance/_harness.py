@@ -6,6 +6,7 @@ records each example for the report, and offers the comparisons every op test ne
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable
 
 import numpy as np
@@ -17,10 +18,35 @@ from gammapo_spec.dtype_policy import compute_dtype
 from .adapters import Adapter, assert_close, raised
 from .tolerances import tolerance
 
-__all__ = ["Harness", "EXAMPLES", "repro", "batch_repro", "input_scale", "loss_scale", "gradient_scale", "margin_scale", "gap_scale"]
+__all__ = ["Harness", "EXAMPLES", "DRAWN", "DIGEST", "repro", "batch_repro", "input_scale", "loss_scale", "gradient_scale", "margin_scale", "gap_scale"]
 
 #: nodeid → number of Hypothesis examples run (read by the report).
 EXAMPLES: dict[str, int] = {}
+#: nodeid → {"tag=value": count} of what the examples drew (loss, dtype, optional terms; the report shows it).
+DRAWN: dict[str, dict[str, int]] = {}
+#: nodeid → a digest of every example's config, dtype and tags, in order (equal digests: the same draws).
+DIGEST: dict[str, str] = {}
+
+#: Every field of :class:`gammapo_spec.LossOutput` but ``metrics`` (compared key by key).
+OUTPUT_FIELDS = ("loss", "losses", "margins", "gaps", "chosen_rewards", "rejected_rewards")
+#: The fields of a queue state's checkpoint dict.
+STATE_FIELDS = ("buffer", "size", "head", "step", "seed")
+
+
+def describe(config: R.GammaPOConfig | None = None, dtype: str | None = None, **tags) -> dict[str, str]:
+    """The tags of one example: the config's loss, optional terms and calibration, the dtype, extra tags."""
+    out: dict[str, str] = {}
+    if config is not None:
+        out["loss"] = config.loss
+        out["sft"] = "on" if config.sft_weight > 0 else "off"
+        out["smoothing"] = "on" if config.label_smoothing > 0 else "off"
+        if config.dynamic_margins:
+            out["calibration"] = config.calibration
+            out["solver"] = config.solver
+    if dtype is not None:
+        out["dtype"] = dtype
+    out.update({k: str(v) for k, v in tags.items()})
+    return out
 
 
 class Harness:
@@ -31,11 +57,122 @@ class Harness:
         self.B = backend
         self.nodeid = nodeid
 
-    def example(self, dtype: str = "float64") -> None:
-        """Count one example; reject it if the backend does not support ``dtype``."""
-        EXAMPLES[self.nodeid] = EXAMPLES.get(self.nodeid, 0) + 1
+    def example(self, dtype: str = "float64", config: R.GammaPOConfig | None = None, **tags) -> None:
+        """Count one example and what it drew (``config``, ``dtype``, ``tags``: shown in the report);
+        reject it if the backend does not support ``dtype``."""
         # an unsupported dtype (the NumPy reference has no bfloat16) is not an example: reject it
         assume(self.ad.supports(dtype))
+        EXAMPLES[self.nodeid] = EXAMPLES.get(self.nodeid, 0) + 1
+        h = hashlib.sha256((DIGEST.get(self.nodeid, "") + repr(config) + dtype + repr(sorted(tags.items()))).encode())
+        DIGEST[self.nodeid] = h.hexdigest()[:16]
+        drawn = DRAWN.setdefault(self.nodeid, {})
+        for k, v in describe(config, dtype, **tags).items():
+            drawn[f"{k}={v}"] = drawn.get(f"{k}={v}", 0) + 1
+
+    def loss_output(self, out, ref, config: R.GammaPOConfig, dtype: str, what: str, *, scale: float, loss_scale: float,
+                    margin_tol: dict | None = None, margin_scale: float | None = None) -> None:
+        """Every field of a backend's :class:`~gammapo_spec.LossOutput` against the spec's ``ref``.
+
+        ``scale`` bounds the gaps' and rewards' rounding (:func:`input_scale`), ``loss_scale`` the
+        losses' (:func:`loss_scale`); margins use the "calibration" family with ``margin_tol``
+        (solver, τ, γ0, K) when given, else the values row. ``metrics`` must have the spec's keys, each
+        a scalar equal to the spec's formula (:func:`gammapo_spec.loss_metrics`) on the spec's arrays;
+        ``rewards/accuracies`` may differ only by the pairs whose reward difference is within rounding.
+        """
+        for f in OUTPUT_FIELDS:
+            if not hasattr(out, f):
+                raise AssertionError(f"{what}: the backend's output has no field {f!r} (the spec's LossOutput has it)")
+        ms = margin_scale if margin_scale is not None else 1.0 + config.gamma0
+        if margin_tol is not None:
+            self.close(out.margins, ref.margins, dtype, "calibration", f"{what}: margins", scale=ms, **margin_tol)
+        else:
+            self.close(out.margins, ref.margins, dtype, "values", f"{what}: margins", scale=ms)
+        self.close(out.gaps, ref.gaps, dtype, "values", f"{what}: gaps", scale=scale)
+        self.close(out.chosen_rewards, ref.chosen_rewards, dtype, "values", f"{what}: chosen_rewards", scale=scale)
+        self.close(out.rejected_rewards, ref.rejected_rewards, dtype, "values", f"{what}: rejected_rewards", scale=scale)
+        self.close(out.losses, ref.losses, dtype, "values", f"{what}: losses", scale=loss_scale)
+        self.close(out.loss, ref.loss, dtype, "values", f"{what}: loss", scale=loss_scale)
+        self.metrics(getattr(out, "metrics", None), ref, dtype, what, scale=scale, margin_scale=ms, margin_tol=margin_tol)
+
+    def metrics(self, got, ref, dtype: str, what: str, *, scale: float, margin_scale: float, margin_tol: dict | None) -> None:
+        """``metrics`` of a backend's output against :func:`gammapo_spec.loss_metrics` of the spec's output."""
+        want = ref.metrics
+        if not hasattr(got, "keys"):
+            raise AssertionError(f"{what}: metrics is {type(got).__name__}, the spec's is a mapping with keys {sorted(want)}")
+        if set(got.keys()) != set(want):
+            raise AssertionError(f"{what}: metrics keys {sorted(got.keys())} != the spec's {sorted(want)}")
+        cw, rl = np.asarray(ref.chosen_rewards, np.float64), np.asarray(ref.rejected_rewards, np.float64)
+        tol = tolerance(dtype, "values")
+        n = max(1, cw.size)
+        for k, v in want.items():
+            g = self.ad.numpy(got[k])
+            if g.shape != ():
+                raise AssertionError(f"{what}: metrics[{k!r}] has shape {g.shape}; the spec's is a scalar")
+            if k == "rewards/accuracies":
+                # a pair whose reward difference is within rounding may count either way; an exact tie
+                # (equal inputs) is exact in every arithmetic and is not accurate (h > 0 is strict)
+                d = np.abs(cw - rl)
+                near = (d > 0) & (d <= 2 * (tol.atol * scale + tol.rtol * np.maximum(np.abs(cw), np.abs(rl))))
+                slack = float(np.sum(near)) / n
+                if not abs(float(g) - v) <= slack + tol.atol + tol.rtol * abs(v):
+                    raise AssertionError(f"{what}: metrics['rewards/accuracies'] backend {float(g)!r} vs spec {v!r} "
+                                         f"(only {int(np.sum(near))} of {n} pairs are ties within rounding)")
+            elif k.startswith("margins/"):
+                fam = "calibration" if margin_tol is not None else "values"
+                self.close(g, v, dtype, fam, f"{what}: metrics[{k!r}]", scale=margin_scale, **(margin_tol or {}))
+            else:
+                self.close(g, v, dtype, "values", f"{what}: metrics[{k!r}]", scale=scale)
+
+    def ref_state(self, state, what: str):
+        """The spec's :class:`~gammapo_spec.QueueState` rebuilt from a backend state's checkpoint dict.
+
+        A dict the spec rejects is the backend's fault, and the failure says so (not a ``StateError``
+        that reads as if the reference broke).
+        """
+        d = self.ad.state(state)
+        if d is None:
+            return None
+        if set(d) != set(STATE_FIELDS):
+            raise AssertionError(f"{what}: the backend's state_to_dict gave keys {sorted(d)}; the spec's are {list(STATE_FIELDS)}")
+        try:
+            return R.state_from_dict(d)
+        except R.StateError as exc:
+            raise AssertionError(f"{what}: the backend's state_to_dict gave a state the spec rejects "
+                                 f"(field {exc.field!r}: {exc}); the backend's state is broken") from None
+
+    def queue_state(self, state, want, dtype: str, what: str, *, scale: float) -> None:
+        """A backend state against the spec's state ``want``, field by field: the integers exactly, the
+        whole buffer (slots not yet written included) to the values row of the state's dtype; then the
+        round trip ``state_from_dict(state_to_dict(s))`` keeps every field, and the backend rebuilds
+        the spec's own checkpoint dict to the same fields."""
+        if want is None:
+            if state is not None:
+                raise AssertionError(f"{what}: the backend returned a state where the spec has None")
+            return
+        if state is None:
+            raise AssertionError(f"{what}: the backend returned state None where the spec has a queue state")
+        w = R.state_to_dict(want)
+        got = self.ad.state(state)
+        if got is None or set(got) != set(STATE_FIELDS):
+            raise AssertionError(f"{what}: the backend's state_to_dict gave {None if got is None else sorted(got)}; "
+                                 f"the spec's keys are {list(STATE_FIELDS)}")
+        for k in ("size", "head", "step", "seed"):
+            if got[k] != w[k]:
+                raise AssertionError(f"{what}: backend state.{k} = {got[k]}, the spec's is {w[k]}")
+        assert_close(got["buffer"], w["buffer"], tolerance(dtype, "values"), f"{what}: state.buffer", scale)
+        again = self.ad.state(self.B.state_from_dict(self.B.state_to_dict(state)))
+        for k in ("size", "head", "step", "seed"):
+            if again[k] != got[k]:
+                raise AssertionError(f"{what}: state_from_dict(state_to_dict(s)) changed {k}: {got[k]} -> {again[k]}")
+        if not np.array_equal(again["buffer"], got["buffer"]):
+            raise AssertionError(f"{what}: state_from_dict(state_to_dict(s)) changed the buffer")
+        rebuilt = self.ad.state(self.B.state_from_dict(w))
+        for k in ("size", "head", "step", "seed"):
+            if rebuilt[k] != w[k]:
+                raise AssertionError(f"{what}: the backend's state_from_dict(spec dict) has {k} = {rebuilt[k]}, "
+                                     f"the dict has {w[k]}")
+        assert_close(rebuilt["buffer"], w["buffer"], tolerance(dtype, "values"),
+                     f"{what}: the backend's state_from_dict(spec dict).buffer", scale)
 
     def close(self, actual, expected, dtype: str, family: str, what: str, *, scale: float = 1.0, solver="exact", tau=1.0,
               gamma0=0.0, iters=20):

@@ -19,7 +19,7 @@ import pytest
 
 from . import report as _report
 from . import skipfiles
-from ._harness import EXAMPLES, Harness
+from ._harness import DIGEST, DRAWN, EXAMPLES, Harness
 
 _RESULTS: list[dict] = []
 _STATE: dict = {}
@@ -61,6 +61,31 @@ def pytest_configure(config):
         print_blob=True,
     )
     settings.load_profile("gammapo-conformance")
+    _STATE["local_constants"] = exclude_local_constants()
+
+
+def exclude_local_constants() -> bool:
+    """Keep Hypothesis from mixing literals of the imported local source files into its draws.
+
+    Hypothesis (6.1xx) draws, with a small probability, constants it collects from every *local*
+    module imported so far; which modules a backend imports would then change the examples (two
+    backends would not be tested on the same inputs, and editing any source file could flip a
+    verdict). No setting turns this off, so the collector is replaced by one that returns no local
+    constants (Hypothesis's own built-in constants stay). Returns whether it could be done; where a
+    Hypothesis version has no such collector, there is nothing to exclude.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - another Hypothesis layout
+        return False
+    if not hasattr(providers, "_get_local_constants") or not hasattr(providers, "Constants"):
+        return False
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if cache is not None and hasattr(cache, "cache"):
+        cache.cache.clear()
+    return True
 
 
 def pytest_collection_modifyitems(config, items):
@@ -111,6 +136,8 @@ def pytest_runtest_logreport(report):
                 "outcome": outcome,
                 "duration": report.duration,
                 "examples": EXAMPLES.get(report.nodeid, 0),
+                "drawn": dict(sorted(DRAWN.get(report.nodeid, {}).items())),
+                "draws_digest": DIGEST.get(report.nodeid, ""),
                 "message": (str(report.longrepr)[-4000:] if report.failed else getattr(report, "wasxfail", "")),
             }
         )

@@ -74,6 +74,11 @@ class Report:
         for op, c in self.cells().items():
             t, e, s = self.stats(op)
             lines.append(f"{op:<20} {c:<7} {t:>5} {e:>8} {s:>8.2f}")
+        lines += ["", "what the examples drew (tag=value: count), per test:"]
+        for r in self.results:
+            if r.get("drawn"):
+                name = r["nodeid"].split("::")[-1]
+                lines.append(f"  {name}: " + ", ".join(f"{k}:{v}" for k, v in r["drawn"].items()))
         for r in self.results:
             if r["outcome"] == "failed":
                 lines += ["", f"FAILED {r['nodeid']}", r["message"][-1500:]]
@@ -100,6 +105,12 @@ def markdown(reports: list[Report]) -> str:
             t, e, _ = r.stats(op)
             cells.append(f"{r.cells().get(op, '-')} ({t} tests, {e} examples)")
         out.append(f"| `{op}` | " + " | ".join(cells) + " |")
+    drawn = [x for x in (reports[0].results if reports else []) if x.get("drawn")]
+    if drawn:
+        out += ["", f"What the examples drew (`tag=value: count`, backend `{reports[0].backend}`; every backend draws "
+                "the same inputs):", ""]
+        out += [f"- `{x['nodeid'].split('::')[-1]}`: " + ", ".join(f"{k}: {v}" for k, v in x["drawn"].items())
+                for x in drawn]
     for r in reports:
         xf = [x for x in r.results if x["outcome"] == "xfail"]
         if xf:

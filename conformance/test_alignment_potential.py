@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import gammapo_spec.alignment_potential as AP
 from gammapo_conformance.adapters import assert_equal
-from gammapo_conformance.strategies import ap_columns, dtypes
+from gammapo_conformance.strategies import ap_columns, dtypes, make_ap_columns
 
 FRACTIONS = st.sampled_from([0.05, 0.1, 0.29, 0.4, 0.5, 0.75, 0.999, 1.0])
 WEIGHTS = st.sampled_from([0.0, 0.5, 1.0, 2.0])
@@ -173,3 +173,39 @@ def test_alignment_potential_errors(conf, case):
     with conf.ad.precision("float64"):
         conf.same_error(lambda: call(AP, lambda v: np.asarray(v, dtype=np.float64)),
                         lambda: call(B, lambda v: conf.ad.array(v, "float64")), what)
+
+
+def _fractions(n: int) -> list[float]:
+    """Fractions whose ⌊fN⌋ is 0, 1, N − 1 or N, and products that fall just below an integer in
+    floating point (0.29·100 = 28.999…, 0.57·100, 0.58·100)."""
+    return sorted({0.05, 1.0 / n, min(1.0, 1.0 / n + 1e-6), max(1e-3, 1.0 / n - 1e-6), 0.29, 0.5, 0.57, 0.58,
+                   (n - 1) / n if n > 1 else 1.0, 0.999, 1.0})
+
+
+DEGENERATE = [(n, pattern) for n in (1, 2, 3, 7, 20, 100) for pattern in ("constant", "ties", "normal")]
+
+
+@given(which=st.integers(0, len(DEGENERATE) - 1), weight=WEIGHTS)
+def test_alignment_potential_degenerate_sizes(conf, which, weight):
+    """Degenerate sizes: N = 1, zero standard deviation (constant columns: z-scores 0), ties, and a
+    kept count ⌊fN + 1e-9⌋ at 0 or N or at a product that rounds below an integer: z-scores, scores
+    and the kept indices equal the spec's exactly (as many pairs, the same ones)."""
+    n, pattern = DEGENERATE[which]
+    conf.example("float64", n=n, pattern=pattern)
+    B = _ops(conf)
+    cols = {k: v for k, v in make_ap_columns(n, pattern, which).items()}
+    ex = AP.explicit_margin(cols["sw"], cols["sl"])
+    im = AP.implicit_margin(cols["c"], cols["r"], chosen_lengths=cols["lw"], rejected_lengths=cols["ll"])
+    with conf.ad.precision("float64"):
+        a = lambda v: conf.ad.array(v, "float64")  # noqa: E731
+        conf.close(B.zscore(a(ex)), AP.zscore(ex), "float64", "values", "zscore (degenerate)", scale=_z_scale(ex, 11.0))
+        got = B.alignment_potential(a(ex), a(im), weight=weight)
+        want = AP.alignment_potential(ex, im, weight=weight)
+        conf.close(got, want, "float64", "values", "alignment_potential (degenerate)",
+                   scale=1.0 + _z_scale(ex, 11.0) + weight * _z_scale(im, float(np.max(np.abs(im)))))
+        for col, fraction in ((c, f) for c in (cols["sw"], ex) for f in _fractions(n)):
+            kept = conf.ad.numpy(B.select_top_fraction(a(col), fraction)).astype(np.int64)
+            want = AP.select_top_fraction(col, fraction)
+            assert kept.shape == want.shape, (f"select_top_fraction(N={n}, f={fraction!r}) kept {kept.shape[0]} pairs, "
+                                              f"the spec keeps floor(f*N + 1e-9) = {want.shape[0]}")
+            assert_equal(kept, want, f"select_top_fraction(N={n}, f={fraction!r})")

@@ -192,3 +192,46 @@ def test_beta_dpo_state_errors(conf, key):
     with conf.ad.precision("float64"):
         conf.same_error(lambda: BD.beta_dpo_state_from_dict(bad), lambda: B.beta_dpo_state_from_dict(bad), f"state ({key})")
         conf.same_error(lambda: BD.init_beta_dpo_state(-1), lambda: B.init_beta_dpo_state(-1), "init_beta_dpo_state(-1)")
+
+
+GUARDS = [(n, pattern) for n in (1, 2, 3, 5, 10, 100) for pattern in ("constant", "near_mean", "normal")]
+
+
+@given(which=st.integers(0, len(GUARDS) - 1), state=states(), kw=params())
+def test_beta_dpo_degenerate_sizes(conf, which, state, kw):
+    """Kept count at its guards — N = 1, ρN just below 1 (the floor of 1), ρN an integer in exact
+    arithmetic (0.8·5, 0.29·100: the 1e-9 guard), ρ = 1 — and zero spread (equal gaps): the mask
+    (exactly ``keep_count(n, rho)`` pairs, the spec's), β, the losses, the loss and every field of the
+    new state equal the spec's."""
+    n, pattern = GUARDS[which]
+    conf.example("float64", n=n, pattern=pattern)
+    for rho in sorted({0.1, 0.29, 0.5, 0.57, 0.8, 1.0, 1.0 / n, min(1.0, 1.0 / n + 1e-12), max(1e-3, 1.0 / n - 1e-6)}):
+        _check_guard(conf, n, rho, pattern, which, state, {**kw, "rho": rho})
+
+
+def _check_guard(conf, n, rho, pattern, which, state, kw):
+    B = _ops(conf)
+    got, rounded = _run(conf, B, state, make_logps(n, pattern, which), "float64", kw)
+    want = BD.beta_dpo_step(state, *(rounded[k] for k in _FIELDS), **kw)
+    assert got["mask"].sum() == BD.keep_count(n, rho), (
+        f"beta_dpo_step kept {got['mask'].sum():g} of {n} pairs at rho={rho!r}; the spec keeps {BD.keep_count(n, rho)}")
+    assert_equal(got["mask"], want.mask, f"beta_dpo_step (n={n}, rho={rho!r}, {pattern}): mask")
+    _compare_step(conf, got, want, rounded, "float64", f"beta_dpo_step (n={n}, rho={rho!r}, {pattern})")
+
+
+def _compare_step(conf, got, want, rounded, dtype, what):
+    """Every field of a β-DPO step output and of its new state against the spec's."""
+    scale = 1.0 + float(np.max(np.abs(want.gaps)))
+    conf.close(got["beta"], want.beta, "float64", "values", f"{what}: beta")
+    conf.close(got["gaps"], want.gaps, dtype, "values", f"{what}: gaps",
+               scale=1.0 + max(float(np.max(np.abs(rounded[k]))) for k in _FIELDS))
+    st_want = BD.beta_dpo_state_to_dict(want.state)
+    if set(got["state"]) != set(st_want):
+        raise AssertionError(f"{what}: the backend's state dict has keys {sorted(got['state'])}, the spec's {sorted(st_want)}")
+    conf.close(got["state"]["gap_mean"], want.state.gap_mean, "float64", "values", f"{what}: state.gap_mean", scale=scale)
+    conf.close(got["state"]["gap_std"], want.state.gap_std, "float64", "values", f"{what}: state.gap_std", scale=scale)
+    assert int(got["state"]["step"]) % 2**32 == want.state.step % 2**32, f"{what}: state.step {got['state']['step']} != {want.state.step}"
+    assert int(got["state"]["seed"]) == want.state.seed, f"{what}: state.seed {got['state']['seed']} != {want.state.seed}"
+    lscale = 1.0 + want.beta * scale
+    conf.close(got["losses"], want.losses, dtype, "values", f"{what}: losses", scale=lscale)
+    conf.close(got["loss"], want.loss, dtype, "values", f"{what}: loss", scale=lscale)

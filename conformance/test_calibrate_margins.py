@@ -138,3 +138,57 @@ def test_calibrate_margins_errors(conf, bad):
         g = conf.ad.array(gaps, "float64")
         conf.same_error(lambda: R.calibrate_margins(gaps, **kw), lambda: conf.B.calibrate_margins(g, **kw),
                         "calibrate_margins")
+
+
+@given(gaps=gap_sets(max_size=256), gamma0=st.sampled_from([0.5, 1.0, 2.0]), solver=SOLVERS,
+       dtype=st.sampled_from(["bfloat16", "float16", "float32"]), seed=st.integers(0, 3))
+def test_calibrate_margins_compute_dtype(conf, gaps, gamma0, solver, dtype, seed):
+    """The dtype policy: half-precision gaps are calibrated in float32 and returned as float32. On
+    well-conditioned settings (τ ∈ [1, 4], κ = γ0²/(8τ) ≤ 0.5, K = 5) the margins meet float32's
+    tolerance, which arithmetic in half precision cannot (it rounds to ~4e-3 relative)."""
+    conf.example(dtype, solver=solver)
+    tau = (1.0, 1.5, 2.5, 4.0)[seed]
+    gaps = np.clip(gaps, -30.0, 30.0)
+    with conf.ad.precision(dtype):
+        g = conf.ad.array(gaps, dtype)
+        got = conf.B.calibrate_margins(g, gamma0=gamma0, tau=tau, solver=solver, iters=5)
+        ref = R.calibrate_margins(conf.ad.numpy(g), gamma0=gamma0, tau=tau, solver=solver, iters=5)
+        conf.close(got, ref, "float32", "calibration", f"calibrate_margins ({dtype} gaps, float32 compute)",
+                   scale=1.0 + gamma0, solver=solver, tau=tau, gamma0=gamma0, iters=5)
+    d = str(getattr(got, "dtype", "?"))
+    if isinstance(got, np.ndarray) and d == "float64":
+        return  # a NumPy reference-style backend computes in float64 for every input (documented)
+    assert "float32" in d, f"calibrate_margins returned dtype {d} for {dtype} gaps; the dtype policy says float32"
+
+
+@given(n=st.integers(1, 9), where=st.integers(0, 8), solver=SOLVERS, gamma0=GAMMA0S,
+       bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_calibrate_margins_non_finite_unchecked(conf, n, where, solver, gamma0, bad):
+    """``check_values=False``: a non-finite gap is not an error and is not repaired; the margins are
+    the spec's (NaN where the spec's are NaN), and with the check on, the same gaps raise."""
+    conf.example(solver=solver)
+    gaps = np.random.default_rng(n).normal(size=n)
+    gaps[where % n] = bad
+    with conf.ad.precision("float64"):
+        g = conf.ad.array(gaps, "float64")
+        with np.errstate(all="ignore"):
+            ref = R.calibrate_margins(gaps, gamma0=gamma0, tau=1.0, solver=solver, iters=5, check_values=False)
+        got = conf.B.calibrate_margins(g, gamma0=gamma0, tau=1.0, solver=solver, iters=5, check_values=False)
+        conf.close(got, ref, "float64", "calibration", "calibrate_margins (non-finite gap, check_values=False)",
+                   scale=1.0 + gamma0, solver=solver, tau=1.0, gamma0=gamma0, iters=5)
+        conf.same_error(lambda: R.calibrate_margins(gaps, gamma0=gamma0, tau=1.0, solver=solver),
+                        lambda: conf.B.calibrate_margins(g, gamma0=gamma0, tau=1.0, solver=solver),
+                        "calibrate_margins (non-finite gap)")
+
+
+@given(n=st.integers(1, 64), value=st.sampled_from([-3.0, 0.0, 2.5, 1e3]), gamma0=GAMMA0S, tau=taus(), solver=SOLVERS)
+def test_calibrate_margins_degenerate_sets(conf, n, value, gamma0, tau, solver):
+    """N = 1 and all-equal gaps: every margin is γ0 (the calibration set carries no ranking)."""
+    conf.example(solver=solver, n=1 if n == 1 else "2+")
+    with conf.ad.precision("float64"):
+        m = conf.ad.numpy(conf.B.calibrate_margins(conf.ad.array(np.full(n, value), "float64"), gamma0=gamma0,
+                                                   tau=tau, solver=solver, iters=5))
+    ref = R.calibrate_margins(np.full(n, value), gamma0=gamma0, tau=tau, solver=solver, iters=5)
+    conf.close(m, ref, "float64", "calibration", "calibrate_margins (equal gaps)", scale=1.0 + gamma0, solver=solver,
+               tau=tau, gamma0=gamma0, iters=5)
+    np.testing.assert_allclose(m, gamma0, rtol=1e-9, atol=1e-9, err_msg="equal gaps: every margin must be gamma0")

@@ -5,15 +5,14 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import gammapo_spec as R
-from gammapo_conformance._harness import batch_repro, input_scale, loss_scale, repro
+from gammapo_spec.dtype_policy import compute_dtype
+from gammapo_conformance._harness import OUTPUT_FIELDS, batch_repro, input_scale, loss_scale, repro
 from gammapo_conformance.strategies import batches, configs, dtypes
-
-FIELDS = ("losses", "margins", "gaps", "chosen_rewards", "rejected_rewards")
-
 
 @given(data=st.data(), config=configs(), dtype=dtypes())
 def test_loss_with_margins_values(conf, data, config, dtype):
-    conf.example(dtype)
+    """Every field of the output (loss, losses, margins, gaps, both rewards, every metric)."""
+    conf.example(dtype, config)
     batch = data.draw(batches(config))
     margins = np.random.default_rng(batch.seed).uniform(0, 2 * (1 + config.gamma0), batch.n)
     note(repro(conf.ad.name, "loss_with_margins", config, dtype, batch_repro(batch)))
@@ -24,10 +23,13 @@ def test_loss_with_margins_values(conf, data, config, dtype):
         ref = R.loss_with_margins(config, conf.ad.numpy(bm), **rounded)
         s = input_scale(config, rounded)
         ls = loss_scale(config, ref, s)  # the gap's rounding times the loss's slope (IPO: 2|z − ½|/β²)
-        conf.close(out.loss, ref.loss, dtype, "values", "loss_with_margins: loss", scale=ls)
-        for f in FIELDS:
-            conf.close(getattr(out, f), getattr(ref, f), dtype, "values", f"loss_with_margins: {f}",
-                       scale=ls if f == "losses" else s)
+        conf.loss_output(out, ref, config, dtype, "loss_with_margins", scale=s, loss_scale=ls)
+    want = compute_dtype(dtype)
+    for f in OUTPUT_FIELDS:
+        v = getattr(out, f)
+        d = str(getattr(v, "dtype", type(v).__name__))
+        if not (isinstance(out.losses, np.ndarray) and "float64" in str(out.losses.dtype)):  # NumPy-style: float64
+            assert want in d, f"loss_with_margins: {f} has dtype {d} for {dtype} inputs; the dtype policy says {want}"
 
 
 @given(config=configs(), extra=st.sampled_from([-1, 1, "2d"]))

@@ -190,7 +190,16 @@ def _make_margins_not_detached():
     return _copy(T, "mutant-margins-not-detached", gamma_po_loss_and_grad=gamma_po_loss_and_grad)
 
 
+# --- one or more mutants per class of porting bug (conf_mutants_classes.py) --------------------------
+
+import conf_mutants_classes as _classes  # noqa: E402
+
+MUTANTS.update(_classes.MUTANTS)
+
+
 def __getattr__(name):
     if name == "margins_not_detached":
         return _make_margins_not_detached()
+    if name in _classes.MUTANTS:
+        return getattr(_classes, name)
     raise AttributeError(name)
