@@ -36,6 +36,7 @@ from .config import GammaPOConfig
 from .losses import pair_loss_derivative, pair_losses, sft_terms, sft_terms_grad, target_margins
 from .rewards import _rewards_from_arrays, prepare_inputs
 from .state import QueueState, calibrate_step, check_state
+from .validation import check_gaps_finite
 
 __all__ = ["LossOutput", "gamma_po_loss", "loss_with_margins", "loss_vjp", "loss_metrics"]
 
@@ -181,7 +182,9 @@ def gamma_po_loss(
         ``(output, new_state)``: a :class:`LossOutput` and the state for the next step.
 
     Raises:
-        InputError: a missing, unexpected, mismatched, empty or non-finite input; non-positive lengths.
+        InputError: a missing, unexpected, mismatched, empty or non-finite input; non-positive lengths;
+            (with ``check_values``) finite inputs whose reward gaps overflow (field ``"gaps"``, see
+            :func:`~gammapo_spec.validation.check_gaps_finite`).
         StateError: a state that does not fit the config.
 
     Example:
@@ -210,8 +213,11 @@ def gamma_po_loss(
     )
     n = x["chosen_logps"].shape[0]
     gamma = None
-    if config.dynamic_margins:
+    if config.check_values or config.dynamic_margins:
         u_w, u_l = _rewards_from_arrays(config, x)
+        if config.check_values:
+            check_gaps_finite(bool(np.all(np.isfinite(u_w - u_l))))
+    if config.dynamic_margins:
         gamma, state = calibrate_step(config, state, u_w - u_l)
     m = target_margins(
         config, n, gamma=gamma, chosen_lengths=x.get("chosen_lengths"), rejected_lengths=x.get("rejected_lengths")

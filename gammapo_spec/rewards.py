@@ -24,6 +24,7 @@ import numpy as np
 from .config import GammaPOConfig
 from .validation import (
     LENGTH_FIELDS,
+    as_real_array,
     check_finite,
     check_pair_shapes,
     check_positive,
@@ -42,7 +43,7 @@ def prepare_inputs(config: GammaPOConfig, **inputs: Any) -> dict[str, np.ndarray
     Raises:
         InputError: see :mod:`gammapo_spec.validation`.
     """
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items() if v is not None}
+    arrays = {k: as_real_array(k, v).astype(np.float64) for k, v in inputs.items() if v is not None}
     check_pair_shapes(config, {k: a.shape for k, a in arrays.items()})
     if config.check_values:
         for name in required_fields(config):

@@ -12,11 +12,17 @@ reuses them verbatim and raises exactly the reference's error class and message.
   (:func:`check_finite`, :func:`check_positive`). With it off, non-finite inputs propagate as NaN
   into the losses of the pairs that hold them and, through the calibration's normalisation, into
   every margin of the calibration set: nothing is repaired silently.
+* the same holds for finite inputs whose reward gap ``h = u_w − u_l`` is not finite in the compute
+  dtype (the implicit rewards overflow it, e.g. ``chosen_logps = −1e308`` with β = 10): with value
+  checks on, :func:`check_gaps_finite` raises ``InputError`` (field ``"gaps"``) in every loss, plain
+  or ``gamma-``; with them off, the overflow propagates as NaN/±inf into those pairs' losses.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
+
+import numpy as np
 
 from .config import GammaPOConfig
 from .errors import InputError
@@ -30,6 +36,9 @@ __all__ = [
     "check_gaps_shape",
     "check_finite",
     "check_positive",
+    "check_gaps_finite",
+    "check_real_dtype",
+    "as_real_array",
 ]
 
 LOGP_FIELDS = ("chosen_logps", "rejected_logps")
@@ -123,3 +132,37 @@ def check_positive(field: str, all_positive_finite: bool) -> None:
     """Raise ``InputError`` unless every length is finite and > 0."""
     if not all_positive_finite:
         raise InputError(f"{field} must be finite and > 0 for every pair", field=field)
+
+
+def check_gaps_finite(all_finite: bool) -> None:
+    """Raise ``InputError`` (field ``"gaps"``) unless every reward gap of finite inputs is finite.
+
+    Called by every ``gamma_po_loss`` with value checks on, after the inputs passed
+    :func:`check_finite`: a non-finite gap then means the implicit rewards overflowed the compute dtype.
+    """
+    if not all_finite:
+        raise InputError(
+            "the reward gaps u_w - u_l are not finite for finite inputs (the implicit rewards overflow "
+            "the compute dtype); rescale the log-probs or beta",
+            field="gaps",
+        )
+
+
+def check_real_dtype(field: str, kind: str, dtype_name: str) -> None:
+    """Raise ``InputError`` unless a dtype holds real numbers (NumPy ``kind`` ``b``, ``i``, ``u``, ``f``, or
+    bfloat16): a complex input is refused rather than losing its imaginary part, text rather than parsed."""
+    if kind == "c":
+        raise InputError(f"{field} must be real, got complex values ({dtype_name})", field=field)
+    if kind not in "biuf" and dtype_name != "bfloat16":
+        raise InputError(f"{field} must hold numbers, got dtype {dtype_name}", field=field)
+
+
+def as_real_array(field: str, value: Any) -> np.ndarray:
+    """``np.asarray(value)`` after :func:`check_real_dtype` (a ragged or unconvertible value is an
+    ``InputError`` too)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{field} must be an array of numbers ({exc})", field=field) from None
+    check_real_dtype(field, arr.dtype.kind, arr.dtype.name)
+    return arr

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import InputError
 from gammapo_spec.gamma_po import LossOutput
+from gammapo_spec.validation import check_gaps_finite
 
-from ._dtypes import to_jax
+from ._dtypes import concrete_all, to_jax
 from ._losses import pair_losses, target_margins
 from ._rewards import DIFFERENTIABLE_FIELDS, cast_inputs, prepare_inputs, rewards_from_arrays
 from ._state import QueueState, calibrate_core, check_state
@@ -151,7 +152,12 @@ def gamma_po_loss(
         chosen_lengths=chosen_lengths,
         rejected_lengths=rejected_lengths,
     )
-    return _gamma_po_core(config, state, raw, gather)
+    out, new_state = _gamma_po_core(config, state, raw, gather)
+    if config.check_values:  # the spec's overflow policy (eagerly; skipped under jit, as the input checks)
+        ok = concrete_all(lambda: jnp.all(jnp.isfinite(out.gaps)))
+        if ok is not None:
+            check_gaps_finite(ok)
+    return out, new_state
 
 
 def loss_with_margins(

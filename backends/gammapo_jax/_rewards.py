@@ -21,8 +21,10 @@ from gammapo_spec.validation import (
     LENGTH_FIELDS,
     LOGP_FIELDS,
     REFERENCE_FIELDS,
+    as_real_array,
     check_finite,
     check_pair_shapes,
+    check_real_dtype,
     check_positive,
     required_fields,
 )
@@ -39,7 +41,14 @@ def prepare_inputs(config: GammaPOConfig, **inputs: Any) -> dict[str, jax.Array]
 
     ``None`` arguments are dropped. Raises :class:`~gammapo_spec.InputError` as the reference.
     """
-    arrays = {k: to_jax(v) for k, v in inputs.items() if v is not None}
+    arrays = {}
+    for k, v in inputs.items():
+        if v is None:
+            continue
+        if not isinstance(v, jax.Array):
+            v = as_real_array(k, v)
+        check_real_dtype(k, jnp.dtype(v.dtype).kind, jnp.dtype(v.dtype).name)
+        arrays[k] = to_jax(v)
     check_pair_shapes(config, {k: a.shape for k, a in arrays.items()})
     if config.check_values:
         for name in required_fields(config):

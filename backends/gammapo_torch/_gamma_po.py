@@ -30,7 +30,7 @@ from ._dtypes import as_tensor
 from ._losses import base_margins, pair_losses
 from ._rewards import cast_inputs, rewards_from_tensors
 from ._state import QueueState, check_state, queue_step
-from ._validation import prepare_inputs
+from ._validation import finish_value_checks, prepare_inputs
 
 __all__ = ["LossOutput", "loss_metrics", "loss_with_margins", "gamma_po_loss"]
 
@@ -169,8 +169,9 @@ def gamma_po_loss(
         (0.773046, [1.189818, 0.810182], True)
     """
     check_state(config, state)
-    x = prepare_inputs(
+    x, pending = prepare_inputs(
         config,
+        defer_values=True,
         chosen_logps=chosen_logps,
         rejected_logps=rejected_logps,
         ref_chosen_logps=ref_chosen_logps,
@@ -181,6 +182,7 @@ def gamma_po_loss(
     x = cast_inputs(x)
     n = x["chosen_logps"].shape[0]
     u_w, u_l = rewards_from_tensors(config, x)
+    finish_value_checks(pending, gaps=u_w - u_l)  # the inputs', then the gaps' (the spec's overflow policy)
     m = base_margins(
         config, n, x.get("chosen_lengths"), x.get("rejected_lengths"), dtype=u_w.dtype, device=u_w.device
     )

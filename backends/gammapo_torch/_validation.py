@@ -20,7 +20,10 @@ import torch
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.validation import (
     LENGTH_FIELDS,
+    as_real_array,
     check_finite,
+    check_gaps_finite,
+    check_real_dtype,
     check_gaps_shape,
     check_pair_shapes,
     check_positive,
@@ -29,7 +32,7 @@ from gammapo_spec.validation import (
 
 from ._dtypes import as_tensor
 
-__all__ = ["prepare_inputs", "check_gaps", "value_checks_active"]
+__all__ = ["prepare_inputs", "finish_value_checks", "check_gaps", "value_checks_active"]
 
 
 def value_checks_active(check_values: bool) -> bool:
@@ -44,18 +47,31 @@ def _device_of(inputs: dict[str, Any]) -> torch.device | None:
     return None
 
 
-def prepare_inputs(config: GammaPOConfig, **inputs: Any) -> dict[str, torch.Tensor]:
+def prepare_inputs(config: GammaPOConfig, *, defer_values: bool = False, **inputs: Any):
     """Validate the per-pair inputs of ``config``'s loss and return them as tensors on one device.
 
     The device is that of the first tensor argument (in the order of the signature), and the others
     are moved there. Dtypes are left alone: see :mod:`gammapo_torch._dtypes` for the compute dtype.
 
+    With ``defer_values`` the value checks are not answered yet: the call returns ``(tensors,
+    pending)`` and :func:`finish_value_checks` answers them together with the gap check, in one
+    host synchronisation.
+
     Raises:
         InputError: as :func:`gammapo_spec.rewards.prepare_inputs` (same class and message).
     """
     device = _device_of(inputs)
-    tensors = {k: as_tensor(v, device) for k, v in inputs.items() if v is not None}
+    tensors = {}
+    for k, v in inputs.items():
+        if v is None:
+            continue
+        if not isinstance(v, torch.Tensor):
+            v = as_real_array(k, v)
+        elif v.is_complex():
+            check_real_dtype(k, "c", str(v.dtype).removeprefix("torch."))
+        tensors[k] = as_tensor(v, device)
     check_pair_shapes(config, {k: tuple(t.shape) for k, t in tensors.items()})
+    pending = None
     if value_checks_active(config.check_values):
         names = required_fields(config)
         flags = []
@@ -65,13 +81,29 @@ def prepare_inputs(config: GammaPOConfig, **inputs: Any) -> dict[str, torch.Tens
             if name in LENGTH_FIELDS:
                 ok = ok & (t > 0)
             flags.append(ok.all())
-        answers = torch.stack(flags).tolist()  # the one host synchronisation of the checks
-        for name, ok in zip(names, answers):
-            if name in LENGTH_FIELDS:
-                check_positive(name, ok)
-            else:
-                check_finite(name, ok)
+        pending = (names, flags)
+    if defer_values:
+        return tensors, pending
+    finish_value_checks(pending)
     return tensors
+
+
+def finish_value_checks(pending, gaps: torch.Tensor | None = None) -> None:
+    """Answer the value checks of ``prepare_inputs(..., defer_values=True)`` and, given ``gaps``, the
+    spec's :func:`~gammapo_spec.validation.check_gaps_finite`: one host synchronisation for all."""
+    if pending is None:
+        return
+    names, flags = pending
+    if gaps is not None:
+        flags = [*flags, torch.isfinite(gaps).all()]
+    answers = torch.stack(flags).tolist()  # the one host synchronisation of the checks
+    for name, ok in zip(names, answers):
+        if name in LENGTH_FIELDS:
+            check_positive(name, ok)
+        else:
+            check_finite(name, ok)
+    if gaps is not None:
+        check_gaps_finite(answers[-1])
 
 
 def check_gaps(gaps: Any, check_values: bool, field: str = "gaps") -> torch.Tensor:
