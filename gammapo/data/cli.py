@@ -83,6 +83,11 @@ def build_augment_parser() -> argparse.ArgumentParser:
                         "ones; system: always a system message; prefix: always before the prompt")
     p.add_argument("--separator", default="\n\n", help="between the condition and the text it precedes (default: a blank line)")
     p.add_argument("--ties", choices=("keep", "drop"), default="keep", help="pairs with s_w == s_l (default: keep)")
+    p.add_argument("--filter-chosen-field", metavar="FIELD",
+                   help="keep pairs by this score of the chosen response instead of --chosen-score-field "
+                        "(with --filter-rejected-field; the conditions still use the score fields)")
+    p.add_argument("--filter-rejected-field", metavar="FIELD",
+                   help="the rejected response's filter score (with --filter-chosen-field)")
     return p
 
 
@@ -270,15 +275,19 @@ def augment_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--template: {exc}") from None
         _, out_kind = _prepare(args)
         table = _read(args)
+        if (args.filter_chosen_field is None) != (args.filter_rejected_field is None):
+            raise UsageError("--filter-chosen-field and --filter-rejected-field are given together or not at all")
         if args.mode == "system":
             for i, record in enumerate(table.data):
-                if isinstance(record.get("prompt"), str):
+                if isinstance(record.get("prompt"), str) and not isinstance(record.get("chosen"), list):
                     raise UsageError(f"{table.where(i)}: --mode system needs conversational prompts (lists of "
                                      "messages) and this prompt is a string; use --mode prefix, or leave --mode out "
                                      "(auto: a system message for conversations, a prefix for plain prompts)")
         result = augment_pairs(table, template=args.template, mode=args.mode, separator=args.separator,
                                chosen_score_field=args.chosen_score_field, rejected_score_field=args.rejected_score_field,
-                               ties=args.ties, skip_invalid=args.skip_invalid, show_progress=False if args.quiet else None)
+                               ties=args.ties, filter_chosen_field=args.filter_chosen_field,
+                               filter_rejected_field=args.filter_rejected_field,
+                               skip_invalid=args.skip_invalid, show_progress=False if args.quiet else None)
         for where, message in result.skipped:
             print(f"gammapo augment: skipped {where}: {message}", file=sys.stderr)
         c = result.counts

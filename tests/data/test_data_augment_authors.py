@@ -86,3 +86,21 @@ def test_one_filter_field_alone_is_refused():
     assert e.value.field == "filter_rejected_field"
     with pytest.raises(ConfigError):
         augment_pairs([_rec("a", "b")], filter_rejected_field="avg_fine_score_rejected")
+
+
+def test_the_command_reads_the_authors_format_with_filter_fields(tmp_path):
+    import json
+
+    from gammapo.data.cli import augment_main
+
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [_rec("7", "9"), _rec("7", "9", fine=(2.0, 2.5))]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    status = augment_main([str(src), str(dst), "--mode", "system", "--template", "Overall score: {score}.",
+                           "--chosen-score-field", "overall_score_chosen", "--rejected-score-field",
+                           "overall_score_rejected", "--filter-chosen-field", "avg_fine_score_chosen",
+                           "--filter-rejected-field", "avg_fine_score_rejected", "--quiet"])
+    assert status == 0
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [r["prompt"][0]["content"] for r in out] == ["Overall score: 8.", "Overall score: 3."]
+    assert augment_main([str(src), str(tmp_path / "x.jsonl"), "--filter-chosen-field", "avg_fine_score_chosen"]) == 2
