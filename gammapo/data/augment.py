@@ -58,9 +58,12 @@ def augment_pairs(
 
     Args:
         data: ``list[dict]``, ``datasets.Dataset`` or a :class:`~gammapo.data.io.Table`.
-        template, separator, chosen_score_field, rejected_score_field, ties, filter_chosen_field,
-            filter_rejected_field: see :func:`gammapo_spec.reward_augmented.augment_record` (the
-            filter fields, both or neither, keep pairs by another score than the one conditioned on).
+        template, separator, chosen_score_field, rejected_score_field, ties: see
+            :func:`gammapo_spec.reward_augmented.augment_record`.
+        filter_chosen_field: with ``filter_rejected_field`` (both or neither), keep pairs by these
+            scores instead of the ones conditioned on; see
+            :func:`gammapo_spec.reward_augmented.augment_record`.
+        filter_rejected_field: the rejected response's filter score.
         mode: ``"auto"`` (default: ``"system"`` for a conversational prompt — including the authors'
             format, a string prompt with whole conversations as responses — and ``"prefix"`` for a
             plain-string one), ``"system"`` or ``"prefix"``.
