@@ -21,7 +21,10 @@ What this class changes:
    the step on every rank (the standard deviation pooled over the ranks, not averaged);
 3. the loss's calibration state (the queue of recent gaps) is saved in every checkpoint
    (``gammapo_loss_state.pt``) and restored by ``train(resume_from_checkpoint=…)``, so a resumed run
-   calibrates exactly as an uninterrupted one would.
+   calibrates exactly as an uninterrupted one would. A checkpoint is used only if complete (a record
+   written last marks it; ``True`` resumes from the newest complete one), and only with the loss
+   configuration it was trained with (see :mod:`gammapo.integrations._checkpoints`); the output
+   folder is locked while ``train`` runs.
 
 Which loss trains (every ``DPOConfig`` field is honoured or refused, never ignored):
 
@@ -58,12 +61,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import DPOConfig, DPOTrainer
 
 from gammapo_spec.config import GammaPOConfig
@@ -81,8 +85,8 @@ from .losses import (
 
 __all__ = ["DPO_CONFIG_FIELDS", "GammaPOTrainer", "LOSS_STATE_FILE", "LengthNormalisedPairLoss", "TRL_LOSS_TYPES"]
 
-#: File name of the loss state inside a checkpoint folder.
-LOSS_STATE_FILE = "gammapo_loss_state.pt"
+from . import _checkpoints
+from ._checkpoints import LOSS_STATE_FILE
 
 _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
 
@@ -571,30 +575,80 @@ class GammaPOTrainer(DPOTrainer):
 
     # --- the loss state in checkpoints --------------------------------------------------------
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        """TRL's checkpoint, then the loss state and the completeness record (see
+        :mod:`gammapo.integrations._checkpoints`); older checkpoints are rotated only after that."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            torch.save(self.pair_loss.state_dict(), os.path.join(folder, LOSS_STATE_FILE))
+            run_dir = self._get_output_dir(trial=trial)
+            folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            _checkpoints.write_record(folder, self.pair_loss.state_dict(), self.pair_loss, self.state.global_step)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def load_loss_state(self, checkpoint: str) -> bool:
-        """Restore the loss state saved in ``checkpoint`` (a folder); returns whether a state file was found."""
+        """Restore the loss state saved in ``checkpoint`` (a complete checkpoint folder) after checking
+        that the loss is configured as it was; returns whether a state file was found.
+
+        Raises:
+            gammapo_spec.StateError: another loss configuration (naming the fields), or a state that
+                fails the backend's checks.
+            ValueError: an unreadable state file.
+        """
         path = os.path.join(checkpoint, LOSS_STATE_FILE)
         if not os.path.isfile(path):
             return False
-        state = torch.load(path, map_location=self.accelerator.device, weights_only=True)
+        if os.path.isfile(os.path.join(checkpoint, _checkpoints.COMPLETE_FILE)):
+            _checkpoints.check_record(checkpoint, self.pair_loss)
+        try:
+            state = torch.load(path, map_location=self.accelerator.device, weights_only=True)
+        except Exception as exc:  # truncated or corrupt: torch raises RuntimeError, EOFError, OSError, pickle errors
+            raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "resume from an earlier checkpoint") from None
         self.pair_loss.load_state_dict(state)
         return True
 
+    def _resume_folder(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """The complete checkpoint to resume from (``True``: the newest complete one), reported on stderr."""
+        if not resume_from_checkpoint:
+            return None
+        if resume_from_checkpoint is True:
+            folder, skipped = _checkpoints.newest_complete(self.args.output_dir)
+            for path, why in skipped:
+                print(f"gammapo: skipping {path}: incomplete ({why})", file=sys.stderr, flush=True)
+            if folder is None:
+                raise ValueError(f"no checkpoint found in {self.args.output_dir!r} to resume from"
+                                 + (" (none is complete)" if skipped else ""))
+        else:
+            folder = str(resume_from_checkpoint)
+            why = _checkpoints.incomplete_reason(folder)
+            if why is not None:
+                newest, _ = _checkpoints.newest_complete(os.path.dirname(os.path.abspath(folder)))
+                hint = f"; the newest complete one is {newest}" if newest else ""
+                raise ValueError(f"cannot resume from {folder}: incomplete ({why}){hint}")
+        print(f"gammapo: resuming from {folder}", file=sys.stderr, flush=True)
+        return folder
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        """TRL's ``train``; on resume the loss state of the checkpoint is restored first."""
-        checkpoint = resume_from_checkpoint
-        if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-            if checkpoint is None:
-                raise ValueError(f"no checkpoint found in {self.args.output_dir!r} to resume from")
-        if checkpoint:
-            if not self.load_loss_state(checkpoint) and self.pair_loss.state_dict():
-                warnings.warn(
-                    f"{checkpoint!r} holds no {LOSS_STATE_FILE}; the loss state starts afresh", stacklevel=2
-                )
-        return super().train(resume_from_checkpoint=checkpoint or None, **kwargs)
+        """TRL's ``train``, holding the output folder's lock; on resume the loss state of the checkpoint is
+        restored first (``True``: the newest complete checkpoint, see :mod:`gammapo.integrations._checkpoints`).
+
+        Raises:
+            gammapo.integrations._checkpoints.OutputLocked: another process trains into the same folder.
+            ValueError: no complete checkpoint to resume from, or an unreadable one.
+            gammapo_spec.StateError: a checkpoint of another loss configuration (naming the fields).
+        """
+        lock = _checkpoints.lock_output(self.args.output_dir) if self.args.should_save else None
+        try:
+            checkpoint = self._resume_folder(resume_from_checkpoint)
+            self.resumed_from = checkpoint
+            if checkpoint and not self.load_loss_state(checkpoint) and self.pair_loss.state_dict():
+                raise ValueError(f"{checkpoint!r} holds no {LOSS_STATE_FILE}")
+            return super().train(resume_from_checkpoint=checkpoint, **kwargs)
+        finally:
+            if lock is not None:
+                lock.close()

@@ -69,18 +69,16 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, loss):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=f"parameter {name} differs after resume")
 
 
-def test_resume_without_loss_state_warns_and_differs(tmp_path):
-    full = _trainer(tmp_path / "full")
-    full.train()
+def test_resume_without_loss_state_is_refused(tmp_path):
     crashed = _trainer(tmp_path / "crashed", callbacks=[Crash(at=4)])
     with pytest.raises(KeyboardInterrupt):
         crashed.train()
     os.remove(tmp_path / "crashed" / "checkpoint-3" / LOSS_STATE_FILE)
     resumed = _trainer(tmp_path / "crashed")
-    with pytest.warns(UserWarning, match="loss state starts afresh"):
+    with pytest.raises(ValueError, match="incomplete"):
         resumed.train(resume_from_checkpoint=str(tmp_path / "crashed" / "checkpoint-3"))
-    assert int(resumed.pair_loss.inner.queue_step) == 3 != int(full.pair_loss.inner.queue_step), (
-        "without the saved state the queue restarts: this is what the checkpoint file prevents")
+    with pytest.raises(ValueError, match="none is complete"):
+        resumed.train(resume_from_checkpoint=True)
 
 
 def test_resume_with_no_checkpoint_is_an_error(tmp_path):
