@@ -140,7 +140,12 @@ def state_int(value: Any, field: str) -> int:
     except (TypeError, ValueError, RuntimeError):
         arr = None
     if arr is None or arr.ndim != 0 or arr.dtype.kind not in "iu":
-        shown = repr(value) if arr is None or arr.ndim == 0 else f"an array of shape {arr.shape}"
+        if arr is None or (arr.ndim == 0 and arr.dtype.kind in "OUS"):
+            shown = repr(value)
+        elif arr.ndim == 0:
+            shown = f"{arr.item()!r} ({arr.dtype})"
+        else:
+            shown = f"an array of shape {arr.shape}"
         raise StateError(f"{field} must be an integer, got {shown}", field=field)
     return int(arr)
 
