@@ -103,6 +103,8 @@ def reduce_loss_metrics(gather: Gather, metrics: dict[str, torch.Tensor], n_pair
         if "gamma/std" in per_rank:
             var = (n * (per_rank["gamma/std"] ** 2 + (mu_r - mu) ** 2)).sum() / n.sum()
             out["gamma/std"] = float(var.sqrt())
+            if "gamma/cv" in per_rank and mu > 0:
+                out["gamma/cv"] = float(var.sqrt() / mu)  # pooled std over pooled mean
     if "gamma/log_spread" in per_rank and "gamma/min" in per_rank and "gamma/max" in per_rank:
         out["gamma/log_spread"] = float(torch.log(per_rank["gamma/max"].max() / per_rank["gamma/min"].min()))
     return out

@@ -1,4 +1,4 @@
-"""Hyper-parameter presets: the embedded task's and the released γ-SimPO recipes (``ALGORITHMS.md``).
+"""Hyper-parameter presets: the embedded task's and the released γ-SimPO recipes of the γ-PO paper.
 
 A preset gives the loss keywords of each method family and the trainer's learning rate and epochs.
 The released recipes are all γ-SimPO (length-normalised, 1 epoch, cosine schedule, warm-up 0.1):

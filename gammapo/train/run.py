@@ -4,10 +4,18 @@ Evaluation on held-out *clean* pairs and on generations:
 
 * **implicit-reward accuracy** — the share of clean pairs whose implicit reward gap has the right sign,
   :math:`h = (c - c_\text{ref}) - (r - r_\text{ref})` for reference-based losses and
-  :math:`h = c/|y_w| - r/|y_l|` for SimPO (β > 0 does not change the sign);
-* **ground-truth reward of greedy generations** — for every prompt, the greedy response of the trained
-  policy scored by the task's :math:`r^\star` (mean over prompts; the reference model's own score is
-  the starting point).
+  :math:`h = c/|y_w| - r/|y_l|` for SimPO (β > 0 does not change the sign) (:func:`implicit_gaps`);
+* **ground-truth reward of greedy responses** — for every prompt, the greedy ``L``-word response of the
+  trained policy *over the task's response words* (:func:`greedy_reward`), scored by the task's
+  :math:`r^\star` (mean over prompts; the reference model's own score is the starting point).
+
+Why the greedy decoding is restricted to the response words: a preference loss only moves the
+log-probabilities of the words that occur in the training responses. Trained on clean labels, a policy
+pushes the rejected responses' words down so far that the probability mass goes to tokens no response
+contains (``<pad>``, ``<unk>``, ``<eos>``, the prompt words), which score 0; noisy labels hold the rejected
+words up and hide this. Unrestricted greedy decoding therefore ranked noise-free training *below* 20%
+label noise (measured on one seed: SimPO 0.75 vs 0.975, DPO 0.325 vs 0.925); over the response words it
+ranks them the right way round (1.0 vs 0.975, 0.95 vs 0.925).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["RunConfig", "Result", "train_method", "sequence_logps", "implicit_accuracy", "greedy_reward"]
+__all__ = ["RunConfig", "Result", "train_method", "sequence_logps", "implicit_gaps", "implicit_accuracy",
+           "greedy_reward"]
 
 
 @dataclasses.dataclass
@@ -56,6 +65,11 @@ class Result:
     history: list[dict[str, float]]
     data: str = "plain"  # the data variant (gammapo.train.transforms)
     train_pairs: int | None = None  # training pairs after the data transform
+    noise_model: str = "uniform"  # the label-noise model (gammapo.train.task.NOISE_MODELS)
+    eval_pairs: int | None = None  # held-out pairs behind ``accuracy``
+    buckets: dict[str, float] | None = None  # accuracy by the true reward difference of the held-out pairs
+    diagnostics: dict[str, Any] | None = None  # gammapo.train.diagnostics.margin_diagnostics (γ- methods)
+    settings: dict[str, Any] | None = None  # the loss's hyper-parameters and their derived units
 
 
 def dpo_config(run: RunConfig, **extra: Any):
@@ -115,33 +129,47 @@ def sequence_logps(model, tokenizer, prompts: Sequence[str], responses: Sequence
     return (tok * m).sum(-1), m.sum(-1)
 
 
+def implicit_gaps(policy, reference, tokenizer, pairs: Sequence[dict], *, reference_free: bool,
+                  batch_size: int = 512) -> torch.Tensor:
+    """The implicit reward gap h of every pair, without β (see the module docstring), float64."""
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        prompts = [p["prompt"] for p in chunk]
+        c, lc = sequence_logps(policy, tokenizer, prompts, [p["chosen"] for p in chunk])
+        r, lr = sequence_logps(policy, tokenizer, prompts, [p["rejected"] for p in chunk])
+        if reference_free:
+            h = c / lc - r / lr
+        else:
+            c0, _ = sequence_logps(reference, tokenizer, prompts, [p["chosen"] for p in chunk])
+            r0, _ = sequence_logps(reference, tokenizer, prompts, [p["rejected"] for p in chunk])
+            h = (c - c0) - (r - r0)
+        out.append(h.double())
+    return torch.cat(out)
+
+
 def implicit_accuracy(policy, reference, tokenizer, pairs: Sequence[dict], *, reference_free: bool) -> float:
     """Share of (clean) pairs whose implicit reward gap h is > 0 (see the module docstring)."""
-    prompts = [p["prompt"] for p in pairs]
-    c, lc = sequence_logps(policy, tokenizer, prompts, [p["chosen"] for p in pairs])
-    r, lr = sequence_logps(policy, tokenizer, prompts, [p["rejected"] for p in pairs])
-    if reference_free:
-        h = c / lc - r / lr
-    else:
-        c0, _ = sequence_logps(reference, tokenizer, prompts, [p["chosen"] for p in pairs])
-        r0, _ = sequence_logps(reference, tokenizer, prompts, [p["rejected"] for p in pairs])
-        h = (c - c0) - (r - r0)
+    h = implicit_gaps(policy, reference, tokenizer, pairs, reference_free=reference_free)
     return float((h > 0).double().mean())
 
 
 def greedy_reward(model, tokenizer, task, prompt_fn=None) -> float:
-    """Mean ground-truth reward of the greedy ``task.length``-word response to every prompt.
+    """Mean ground-truth reward of the greedy ``task.length``-word response to every prompt, each word
+    the most likely of the task's response words (the module docstring says why).
 
     ``prompt_fn`` maps a task prompt to the text the model is given (e.g. a reward-augmented model's
     top-score condition); the response is scored against the task prompt itself."""
     texts_in = [prompt_fn(p) if prompt_fn else p for p in task.prompts]
     ids = torch.tensor([tokenizer(p)["input_ids"] for p in texts_in])
+    allowed = torch.tensor(tokenizer.convert_tokens_to_ids(task.alphabet))
+    start = ids.shape[1]
     with torch.no_grad():
-        out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=task.length, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )
-    texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        for _ in range(task.length):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1]
+            nxt = allowed[logits[:, allowed].argmax(-1)]
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+    texts = tokenizer.batch_decode(ids[:, start:], skip_special_tokens=True)
     return sum(task.reward(p, t) for p, t in zip(task.prompts, texts)) / len(task.prompts)
 
 

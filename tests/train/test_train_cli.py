@@ -36,27 +36,34 @@ def _jsonl(path, rows):
 
 def test_cli_quick_default_prints_table_and_writes_report(tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["--quick", "--out", str(out), "--save-steps", "0"]) == 0
+    assert main(["--quick", "--max-steps", "3", "--eval-pairs", "64", "--out", str(out), "--save-steps", "0"]) == 0
     printed = capsys.readouterr().out
-    for name in ("DPO", "SimPO", "γ-DPO", "γ-SimPO", "clean-pair accuracy", "greedy r*"):
-        assert name in printed, f"{name!r} missing from the printed table:\n{printed}"
+    for name in ("DPO", "SimPO", "γ-DPO", "γ-SimPO", "γ-SimPO τ=10", "DPO oracle", "SimPO oracle", "clean-pair accuracy",
+                 "Δ vs base (paired)", "hard", "easy", "greedy r*", "AUC of −γ (flipped)", "Verdict:"):
+        assert name in printed, f"{name!r} missing from the printed output:\n{printed}"
     for f in ("report.md", "results.png", "results.json"):
         assert (out / f).is_file(), f"{f} not written"
     data = json.loads((out / "results.json").read_text())
-    assert [r["loss"] for r in data["summary"]] == ["dpo", "simpo", "gamma-dpo", "gamma-simpo"]
+    assert [(r["loss"], r["data"]) for r in data["summary"]] == [
+        ("dpo", "plain"), ("gamma-dpo", "plain"), ("simpo", "plain"), ("gamma-simpo", "plain"), ("gamma-simpo", "plain"),
+        ("dpo", "oracle"), ("simpo", "oracle")]
     for row in data["summary"]:
         assert 0.0 <= row["accuracy_mean"] <= 1.0 and -1.0 <= row["gen_reward_mean"] <= 1.0
         assert f"{row['accuracy_mean']:.3f}" in printed, "the printed table shows the measured accuracy"
-    assert "clean-pair accuracy" in (out / "report.md").read_text()
+    taus = [r["settings"]["tau"] for r in data["summary"] if r["loss"] == "gamma-simpo"]
+    assert taus == [1.0, 10.0], "the per-method override reaches the loss"
+    report = (out / "report.md").read_text()
+    assert "clean-pair accuracy" in report and "Verdict" in report and "γ0/τ" in report
 
 
 def test_cli_noise_sweep_with_seeds_reports_spread(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["--quick", "--methods", "gamma-simpo", "--noise", "0,0.3", "--seeds", "2", "--max-steps", "4",
-            "--out", str(out), "--save-steps", "0"]
+            "--eval-pairs", "64", "--no-oracle", "--out", str(out), "--save-steps", "0"]
     assert main(argv) == 0
     data = json.loads((out / "results.json").read_text())
     assert [(r["noise"], r["seeds"]) for r in data["summary"]] == [(0.0, 2), (0.3, 2)]
+    assert all(r["eval_pairs_mean"] == 64 for r in data["summary"])
     assert "±" in capsys.readouterr().out
     assert "accuracy vs label noise" in (out / "report.md").read_text()
 
@@ -136,12 +143,12 @@ def test_cli_gamma_beta_ratio_and_solver_reach_the_loss_config(tmp_path, monkeyp
 
     def spy(**kwargs):
         trainer = train_method(**kwargs)
-        built[kwargs["method"]] = trainer.pair_loss.config
+        built[kwargs["loss"]] = trainer.pair_loss.config
         return trainer
 
     monkeypatch.setattr(run_module, "train_method", spy)
     argv = ["--quick", "--methods", "simpo,gamma-dpo", "--pairs", "32", "--eval-pairs", "8", "--max-steps", "1",
-            "--batch-size", "8", "--save-steps", "0"]
+            "--batch-size", "8", "--save-steps", "0", "--jobs", "1", "--no-oracle"]
     assert main(argv + ["--gamma-beta-ratio", "0.25", "--solver", "mirror", "--out", str(tmp_path / "a")]) == 0
     assert built["gamma-dpo"].solver == "mirror" and built["gamma-dpo"].gamma_beta_ratio == 0.25
     assert built["simpo"].gamma_beta_ratio == 0.25, "SimPO's constant margin γ0 = β·ratio takes the ratio too"

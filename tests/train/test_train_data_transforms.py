@@ -116,28 +116,30 @@ def test_table_gains_data_columns_only_for_a_data_study():
     plain = format_table(summarise([res("plain", 0.8)]))
     assert "data" not in plain.splitlines()[0] and "train pairs" not in plain
     study = format_table(summarise([res("plain", 0.8), res("augmented", 0.6), res("selected", 0.7)]))
-    assert study.splitlines()[0].split()[:5] == ["method", "loss", "noise", "data", "train"]
-    assert [line.split()[3] for line in study.splitlines()[2:]] == ["plain", "augmented", "selected"]
+    assert study.splitlines()[0].split()[:4] == ["method", "noise", "data", "train"]
+    assert [line.split()[4] for line in study.splitlines()[2:]] == ["plain", "augmented", "selected"]
 
 
 # --- one short real TRL run per transform ---------------------------------------------------------------
 def test_short_study_over_the_three_variants(tmp_path, capsys, monkeypatch):
     seen: dict[str, list] = {"accuracy": [], "greedy": []}
-    real_acc, real_greedy = run.implicit_accuracy, run.greedy_reward
+    real_acc, real_greedy = run.implicit_gaps, run.greedy_reward
 
     def spy_acc(policy, reference, tokenizer, pairs, **kw):
-        seen["accuracy"].append([p["prompt"] for p in pairs])
+        if len(pairs) == 32:  # the held-out pairs (the training pairs' gaps feed the diagnostics)
+            seen["accuracy"].append([p["prompt"] for p in pairs])
         return real_acc(policy, reference, tokenizer, pairs, **kw)
 
     def spy_greedy(model, tokenizer, task, prompt_fn=None):
         seen["greedy"].append([prompt_fn(p) if prompt_fn else p for p in task.prompts])
         return real_greedy(model, tokenizer, task, prompt_fn)
 
-    monkeypatch.setattr(run, "implicit_accuracy", spy_acc)
+    monkeypatch.setattr(run, "implicit_gaps", spy_acc)
     monkeypatch.setattr(run, "greedy_reward", spy_greedy)
     out = tmp_path / "study"
     argv = ["--methods", "dpo", "--data", "plain,augmented,selected", "--pairs", "64", "--eval-pairs", "32",
-            "--max-steps", "2", "--batch-size", "8", "--save-steps", "0", "--out", str(out)]
+            "--max-steps", "2", "--batch-size", "8", "--save-steps", "0", "--jobs", "1", "--no-oracle", "--seeds", "1",
+            "--noise-model", "uniform", "--out", str(out)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     data = json.loads((out / "results.json").read_text())
@@ -156,9 +158,9 @@ def test_short_study_over_the_three_variants(tmp_path, capsys, monkeypatch):
     assert f"read {s['read']}, invalid 0, dropped {s['filtered']}, written {s['written']}" in printed
     # the table (printed and in the report) has the data column
     header = next(line for line in printed.splitlines() if line.startswith("method"))
-    assert header.split()[3] == "data"
+    assert header.split()[2] == "data"
     report = (out / "report.md").read_text()
-    assert "| method | loss | noise | data | train pairs |" in report and "## Data transforms" in report
+    assert "| method | noise | data | train pairs |" in report and "## Data transforms" in report
     # the augmented run is evaluated conditioned on the top score (policy and reference), the others are not
     assert len(seen["accuracy"]) == 3 and len(seen["greedy"]) == 6
     plain_eval, aug_eval, sel_eval = seen["accuracy"]
