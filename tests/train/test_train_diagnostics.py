@@ -104,4 +104,6 @@ def test_paired_deltas_and_verdict_follow_the_numbers():
     better = [_r("γ-SimPO", "gamma-simpo", s, a + 0.03 + 0.001 * s) for s, a in enumerate(base)]
     lines = verdict(results[:3] + better)
     assert "beyond spread (better)" in lines[0] and "in 1 of 1 comparisons (under uniform noise 0.20)" in lines[-1]
+    assert judge([0.01, -0.005, 0.02]) == "within spread", "a positive mean inside its 95% interval is not a win"
+    assert judge([-0.01, 0.005, -0.02]) == "within spread"
     assert judge([0.1]) == "one seed (no spread)" and judge([-0.03, -0.031, -0.029]) == "beyond spread (worse)"
