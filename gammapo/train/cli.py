@@ -365,9 +365,10 @@ def _run_dir(out: str, method: str, noise: float | None, seed: int, data: str = 
 
 
 def _resume_flag(run_dir: str, resume: bool) -> bool | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """``--resume``: resume a run that has a complete checkpoint (the trainer says which), else start it."""
+    from gammapo.integrations._checkpoints import newest_complete
 
-    if resume and os.path.isdir(run_dir) and get_last_checkpoint(run_dir):
+    if resume and newest_complete(run_dir)[0] is not None:
         return True
     return None
 
@@ -479,6 +480,11 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # the libraries' notices are muted, gammapo's own warnings are not (e.g. the solver-regime warning)
+    from gammapo_spec.errors import SolverRegimeWarning
+
+    warnings.filterwarnings("default", module=r"gammapo")
+    warnings.filterwarnings("default", category=SolverRegimeWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,6 +514,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, GammaPOError) as exc:
         print(f"gammapo train: error: {exc}", file=sys.stderr)
         return 2
+    from gammapo.integrations._checkpoints import OutputLocked, lock_output
+
+    try:
+        lock = lock_output(args.out)  # held until the process ends: a second run on the same --out stops here
+    except (OutputLocked, OSError) as exc:
+        print(f"gammapo train: error: {exc}", file=sys.stderr)
+        return 2
     if args.overwrite:
         _clear_report(args.out)
     real = bool(args.model)
@@ -518,7 +531,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (", with the oracle of each base loss" if any(sp.data == "oracle" for sp in plan["specs"]) else "")
           + ("" if plan["data"] == ["plain"] else f", data {','.join(plan['data'])} ({args.scores} scores)")),
           flush=True)
-    results = _run_real(args, plan) if real else _run_embedded(args, plan)
+    try:
+        results = _run_real(args, plan) if real else _run_embedded(args, plan)
+    except (GammaPOError, DataError, OutputLocked) as exc:  # e.g. a checkpoint of other settings on --resume
+        print(f"gammapo train: error: {exc}", file=sys.stderr)
+        return 2
 
     from gammapo.train.compare import paired_deltas, verdict
     from gammapo.train.report import format_diagnostics, format_table, summarise, write_report
@@ -554,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("One seed per method: no spread to judge a difference by; use --seeds 3 or more.")
     print(f"\nreport: {paths['markdown']}  plot: {paths['plot']}  data: {paths['json']}  "
           f"({time.perf_counter() - t_start:.0f}s)")
+    lock.close()
     return 0
 
 

@@ -131,3 +131,46 @@ def test_model_card_of_a_model_built_from_a_config(tmp_path):
     assert "trained from a config" in text and "base_model" not in text
     assert "**DPO**" in text and "β = 0.1" in text and "arXiv:2305.18290" in text and "arXiv:2506.03690" in text
     assert os.path.isdir(tmp_path / "run" / "checkpoint-1") and trainer.state.global_step == 1
+
+
+def test_train_shows_the_solver_regime_warning(tmp_path, capsys):
+    """The CLI mutes library notices, not gammapo's own warnings: mirror at κ = γ0²/(8τ) > 0.5 is named."""
+    import warnings
+
+    from gammapo.train.cli import main
+
+    argv = ["--quick", "--methods", "gamma-simpo:tau=1:beta=10:gamma_beta_ratio=0.4:solver=mirror", "--pairs", "16", "--eval-pairs", "8",
+            "--max-steps", "1", "--batch-size", "8", "--save-steps", "0", "--jobs", "1", "--no-oracle",
+            "--noise-model", "uniform", "--out", str(tmp_path / "o")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        assert main(argv) == 0
+    assert any("κ" in str(w.message) or "kappa" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+def test_train_refuses_an_output_folder_in_use(tmp_path, capsys):
+    from gammapo.integrations._checkpoints import lock_output
+    from gammapo.train.cli import main
+
+    out = tmp_path / "o"
+    held = lock_output(str(out))  # as a second `gammapo train --out o` running now would hold it
+    try:
+        assert main(["--quick", "--max-steps", "1", "--out", str(out)]) == 2
+    finally:
+        held.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gammapo train: error:") and "Traceback" not in err[0]
+    assert not (out / "report.md").exists()
+
+
+def test_train_resume_with_other_settings_is_a_one_line_error(tmp_path, capsys):
+    from gammapo.train.cli import main
+
+    out = str(tmp_path / "o")
+    base = ["--quick", "--methods", "gamma-simpo", "--pairs", "16", "--eval-pairs", "8", "--batch-size", "8",
+            "--jobs", "1", "--no-oracle", "--noise-model", "uniform", "--seeds", "1", "--save-steps", "1"]
+    assert main(base + ["--max-steps", "2", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(base + ["--max-steps", "3", "--tau", "5", "--resume", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("gammapo train: error:") and "tau" in err[-1], err
