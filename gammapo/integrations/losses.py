@@ -18,7 +18,7 @@ Every loss of the spec is registered, plain and with dynamic margins (``dpo``, `
     \end{gathered}
 
 and, for the ``gamma-`` losses, logs ``gamma/mean``, ``gamma/std``, ``gamma/min``, ``gamma/max``,
-``gamma/log_spread`` (log(γmax/γmin)) and ``gamma/spread_bound`` (its KKT bound γ0/τ) of
+``gamma/log_spread`` (log(γmax/γmin)), ``gamma/spread_bound`` (its KKT bound γ0/τ) and ``gamma/cv`` (std/mean) of
 the calibrated γ (γ_i = m_i − m_i^base + γ0; in queue mode the mean over the whole calibration set is
 γ0, the mean over the current batch need not be). Another method (β-DPO, ε-DPO, …) plugs in with
 :func:`register_pair_loss`; a loss that needs more than summed log-probs can subclass the trainer.
@@ -156,6 +156,8 @@ class GammaPOPairLoss(PairLoss):
             "gamma/max": gamma.max(),
             # realised log(γmax/γmin) of the batch beside the KKT bound γ0/τ (how far margins can move)
             "gamma/log_spread": torch.log(gamma.max() / gamma.min()),
+            # how far the margins moved relative to their mean γ0 (std/mean)
+            "gamma/cv": gamma.std(correction=0) / gamma.mean(),
             "gamma/spread_bound": torch.full((), cfg.gamma0 / cfg.tau, dtype=gamma.dtype, device=gamma.device),
         }
         return PairLossOutput(out.loss, out.chosen_rewards, out.rejected_rewards, metrics)
