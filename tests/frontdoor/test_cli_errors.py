@@ -121,6 +121,7 @@ PARSERS = {
     "bench": "benchmarks.__main__:build_parser",
     "select": "gammapo.data.cli:build_select_parser",
     "augment": "gammapo.data.cli:build_augment_parser",
+    "train": "gammapo.train.cli:build_parser",
 }
 
 

@@ -14,7 +14,7 @@ DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "assets" not in p.parts)
 
 #: A ```python block, the word "prints", and a ```text block with its output.
-PRINTS = re.compile(r"```python\n(.*?)```\s*\n\s*prints\s*\n\s*```text\n(.*?)```", re.S)
+PRINTS = re.compile(r"```python\n((?:(?!```).)*?)```\s*\n\s*prints\s*\n\s*```text\n(.*?)```", re.S)
 PRINTING_PAGES = [p for p in PAGES if PRINTS.search(p.read_text(encoding="utf-8"))]
 
 
