@@ -444,7 +444,8 @@ def _run_real(args: argparse.Namespace, plan: dict[str, Any]) -> list[Any]:
 
             saved = os.path.join(args.out, "models", f"{tag}-seed{seed}")
             trainer.save_model(saved)
-            write_model_card(trainer, saved, model_name=f"{tag}-seed{seed}", dataset_name=args.dataset)
+            if trainer.is_world_process_zero():
+                write_model_card(trainer, saved, model_name=f"{tag}-seed{seed}", dataset_name=args.dataset)
             config = getattr(trainer.pair_loss, "config", None)
             results.append(Result(
                 method=display_name(entry), loss=loss, noise=0.0, seed=seed, accuracy=acc, gen_reward=None,
@@ -487,6 +488,23 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("default", category=SolverRegimeWarning)
 
 
+def _follow(args: argparse.Namespace, plan: dict[str, Any]) -> int:
+    """A rank other than 0 of a multi-process launch: the same runs, silently; rank 0 reports."""
+    import contextlib
+
+    from gammapo_spec.errors import GammaPOError
+
+    from gammapo.train.data import DataError
+
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        try:
+            _run_real(args, plan) if args.model else _run_embedded(args, plan)
+        except (GammaPOError, DataError) as exc:
+            print(f"gammapo train: error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``gammapo train``; returns the exit status (0 done, 2 bad input or missing dependency)."""
     try:
@@ -516,6 +534,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from gammapo.integrations._checkpoints import OutputLocked, lock_output
 
+    rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        # torchrun / accelerate launch: every process runs the same runs one after another, each run's
+        # trainer data-parallel over all of them; only rank 0 locks, prints and writes the report
+        args.jobs = 1
+        if rank != 0:
+            return _follow(args, plan)
     try:
         lock = lock_output(args.out)  # held until the process ends: a second run on the same --out stops here
     except (OutputLocked, OSError) as exc:

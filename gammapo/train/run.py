@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import torch
@@ -73,7 +74,11 @@ class Result:
 
 
 def dpo_config(run: RunConfig, **extra: Any):
-    """The ``trl.DPOConfig`` of a run: CPU-friendly (float32, no gradient checkpointing, no tqdm)."""
+    """The ``trl.DPOConfig`` of a run: CPU-friendly (float32, no gradient checkpointing, no tqdm).
+
+    Without CUDA it sets ``use_cpu=True`` (and the gloo backend), so that a ``torchrun`` launch on a
+    CPU machine trains data-parallel instead of one independent copy per process; ``extra`` overrides.
+    """
     from trl import DPOConfig
 
     save = (
@@ -81,6 +86,10 @@ def dpo_config(run: RunConfig, **extra: Any):
         if not run.save_steps
         else {"save_strategy": "steps", "save_steps": run.save_steps, "save_total_limit": run.save_total_limit}
     )
+    device = {} if torch.cuda.is_available() else {"use_cpu": True}
+    if device and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        device["ddp_backend"] = "gloo"
+    extra = {**device, **extra}
     return DPOConfig(
         output_dir=run.output_dir,
         num_train_epochs=run.epochs,

@@ -172,7 +172,7 @@ def run_job(job: Job):
         flipped = np.array([task.reward_gap(p) < 0 for p in train_pairs])
         diagnostics = margin_diagnostics(h_train, flipped, gamma0=config.gamma0, tau=config.tau, solver=config.solver,
                                          base_margin=config.gamma0 if config.base_loss == "simpo" else 0.0,
-                                         set_size=job.batch_size)
+                                         set_size=job.batch_size * _world_size())
     return Result(
         method=spec.name, loss=spec.loss, noise=job.noise, seed=job.seed, accuracy=float(np.mean(h > 0)),
         gen_reward=greedy_reward(model, tok, task, prompt_fn), ref_gen_reward=greedy_reward(reference, tok, task, prompt_fn),
@@ -182,6 +182,11 @@ def run_job(job: Job):
         buckets=buckets, diagnostics=diagnostics,
         settings={**(_settings(config) if config is not None else {}), "counts": counts},
     )
+
+
+def _world_size() -> int:
+    """Processes of a torchrun / accelerate launch (1 otherwise): the global batch is batch_size times it."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def _worker_init(threads: int) -> None:
