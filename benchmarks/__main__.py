@@ -39,6 +39,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "fused_loss": ("benchmarks.bench_fused_loss", "fused chunked γ-PO loss vs unfused logits: peak memory, time"),
     "loss_throughput": ("benchmarks.bench_loss_throughput", "loss forward+backward throughput per backend"),
     "step_overhead": ("benchmarks.bench_step_overhead", "training-step overhead of γ-SimPO over SimPO"),
+    "scaling": ("benchmarks.bench_scaling", "calibration share of a data-parallel step at 1, 2, 4 ranks"),
     "epsilon_dpo_memory": ("benchmarks.bench_epsilon_dpo_memory", "ε-DPO token op, chunked vs naive logits±: peak memory, time"),
 }
 
