@@ -5,8 +5,8 @@ starting with ``#`` are ignored. A pattern matches a test when it is a substring
 id (e.g. ``test_calibrate_margins.py::test_calibrate_margins_values`` or just ``calibrate_margins``).
 
 Example:
-    >>> parse_lines(["# comment", "test_pair_losses.py::test_pair_losses_values  # overflow, issue 12"])
-    [('test_pair_losses.py::test_pair_losses_values', 'overflow, issue 12')]
+    >>> parse_lines(["# comment", "test_pair_losses.py::test_pair_losses_values  # overflows in float32"])
+    [('test_pair_losses.py::test_pair_losses_values', 'overflows in float32')]
 """
 
 from __future__ import annotations

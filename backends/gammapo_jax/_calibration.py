@@ -196,7 +196,9 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
         u = exact_log_margins(h.astype(wide), valid, count.astype(wide), gamma0=jnp.where(gamma0 > 0, gamma0, 1.0).astype(wide),
                               tau=tau.astype(wide), plan=plan)
         gamma = gamma0 * jnp.exp(u).astype(dtype)
-    return jnp.where(valid & (gamma0 > 0), gamma, jnp.zeros_like(gamma))
+    # γ0 = 0: the exact solver's margins are 0; the mirror's are γ0·N·p, so a NaN gap propagates (as the spec)
+    keep = valid if solver == "mirror" else valid & (gamma0 > 0)
+    return jnp.where(keep, gamma, jnp.zeros_like(gamma))
 
 
 def solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str = "auto", plan=None):

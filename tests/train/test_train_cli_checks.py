@@ -137,8 +137,11 @@ def test_train_shows_the_solver_regime_warning(tmp_path, capsys):
     """The CLI mutes library notices, not gammapo's own warnings: mirror at κ = γ0²/(8τ) > 0.5 is named."""
     import warnings
 
+    from gammapo_spec import calibration
+
     from gammapo.train.cli import main
 
+    calibration._WARNED.clear()  # the warning is given once per setting and process; another test may have had it
     argv = ["--quick", "--methods", "gamma-simpo:tau=1:beta=10:gamma_beta_ratio=0.4:solver=mirror", "--pairs", "16", "--eval-pairs", "8",
             "--max-steps", "1", "--batch-size", "8", "--save-steps", "0", "--jobs", "1", "--no-oracle",
             "--noise-model", "uniform", "--out", str(tmp_path / "o")]

@@ -114,7 +114,8 @@ REFUSED = textwrap.dedent("""
     from gammapo.train.task import SyntheticTask
     from gammapo.train.tiny import build_model, build_tokenizer
     task = SyntheticTask(); tok = build_tokenizer(task.words)
-    extra = dict(use_cpu=True, ddp_backend="gloo", fsdp="full_shard") if sys.argv[3] == "fsdp" else {}
+    # no-use-cpu: a user's own TrainingArguments on a CPU machine (gammapo's dpo_config would set use_cpu)
+    extra = dict(use_cpu=True, ddp_backend="gloo", fsdp="full_shard") if sys.argv[3] == "fsdp" else dict(use_cpu=False, ddp_backend=None)
     args = dpo_config(RunConfig(sys.argv[1], batch_size=8, max_steps=1), **extra)
     try:
         GammaPOTrainer(build_model(len(tok)), args=args, processing_class=tok, loss="gamma-simpo",
