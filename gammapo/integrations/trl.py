@@ -633,6 +633,29 @@ class GammaPOTrainer(DPOTrainer):
         print(f"gammapo: resuming from {folder}", file=sys.stderr, flush=True)
         return folder
 
+    def _finished_checkpoint(self, checkpoint: str | None):
+        """A checkpoint saved at the run's last step: load it and return without training.
+
+        transformers resumed from such a checkpoint trains one more step (its stop test comes after a
+        step), which would advance the loss state past the uninterrupted run's.
+        """
+        import json
+
+        from transformers import TrainerState
+        from transformers.trainer_utils import TrainOutput
+
+        if not checkpoint or self.args.max_steps <= 0:
+            return None
+        state_file = os.path.join(checkpoint, "trainer_state.json")
+        with open(state_file, encoding="utf-8") as fh:
+            step = int(json.load(fh).get("global_step", 0))
+        if step < self.args.max_steps:
+            return None
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(state_file)
+        losses = [h["train_loss"] for h in self.state.log_history if "train_loss" in h]
+        return TrainOutput(step, losses[-1] if losses else float("nan"), {})
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         """TRL's ``train``, holding the output folder's lock; on resume the loss state of the checkpoint is
         restored first (``True``: the newest complete checkpoint, see :mod:`gammapo.integrations._checkpoints`).
@@ -648,6 +671,9 @@ class GammaPOTrainer(DPOTrainer):
             self.resumed_from = checkpoint
             if checkpoint and not self.load_loss_state(checkpoint) and self.pair_loss.state_dict():
                 raise ValueError(f"{checkpoint!r} holds no {LOSS_STATE_FILE}")
+            finished = self._finished_checkpoint(checkpoint)
+            if finished is not None:
+                return finished
             return super().train(resume_from_checkpoint=checkpoint, **kwargs)
         finally:
             if lock is not None:
