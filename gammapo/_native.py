@@ -40,7 +40,6 @@ the process. Nothing is ever loaded from a shared, predictable location.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import os
 import pathlib
@@ -51,6 +50,8 @@ import subprocess
 import tempfile
 import threading
 from typing import Any, Callable, Iterable
+
+from gammapo._files import write_atomic
 
 __all__ = ["CALIBRATION_CORE", "BASE_FLAGS", "ISA_FLAGS", "find_compiler", "flag_attempts", "host_isa",
            "cache_dirs", "private_cache_dir", "verified_path", "library_file_name", "build_library", "build_first", "NativeLibrary"]
@@ -494,20 +495,6 @@ def verified_path(path: pathlib.Path) -> pathlib.Path | None:
             os.close(fd)
 
 
-def _write_atomic(target: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def library_file_name(name: str, source: str, compiler: str, flags: list[str], key_extra: str = "") -> str:
     """``<name>_<hash>.so``: the hash covers the source, compiler, flags, machine and ``key_extra``."""
     key = hashlib.sha256("\0".join([source, compiler, *flags, platform.machine(), key_extra]).encode()).hexdigest()[:16]
@@ -555,7 +542,7 @@ def build_library(name: str, source: str, compiler: str, flags: list[str], key_e
         with open(lib, "rb") as f:
             digest = _digest(f.fileno())
         os.replace(lib, target)  # atomic: a concurrent build of the same key writes the same bytes
-    _write_atomic(target.with_name(target.name + ".sha256"), (digest + "\n").encode())
+    write_atomic(target.with_name(target.name + ".sha256"), (digest + "\n").encode())
     found = verified_path(target)
     if found is None:
         raise PermissionError(f"the library just built at {target} fails its ownership or integrity check")

@@ -19,16 +19,16 @@ an incomplete checkpoint as the only one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import re
-import tempfile
 from typing import Any
 
 from gammapo_spec.errors import StateError
+
+from gammapo._files import write_atomic
 
 __all__ = ["LOSS_STATE_FILE", "COMPLETE_FILE", "LOCK_FILE", "write_atomic", "write_record", "incomplete_reason",
            "newest_complete", "loss_record", "check_record", "OutputLocked", "lock_output"]
@@ -41,22 +41,6 @@ COMPLETE_FILE = "gammapo_checkpoint.json"
 LOCK_FILE = ".gammapo.lock"
 _FORMAT = 1
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a part."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256(path: str) -> str:
