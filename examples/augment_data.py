@@ -25,7 +25,7 @@ import tempfile
 
 from gammapo.data.cli import augment_main
 from gammapo.data.io import read_data
-from gammapo_spec.reward_augmented import condition_prompt
+from gammapo.data.reward_augmented import condition_prompt
 
 TEMPLATE = "Write a response whose quality score is {score} on a scale of 1 to 10."
 

@@ -1,6 +1,6 @@
 """Reward-augmented relabelling of a preference data set (``gammapo augment``).
 
-The transform is :func:`gammapo_spec.reward_augmented.augment_record` applied to every record, in
+The transform is :func:`gammapo.data.reward_augmented.augment_record` applied to every record, in
 order; this module adds the data plumbing: ``datasets.Dataset`` in and out, the place of a bad record
 in errors, skipping bad records on request, counts, and the ``"auto"`` mode (the default): a system
 message for conversational prompts, a prefix for plain-string prompts, decided per record.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gammapo_spec.errors import ConfigError, InputError
-from gammapo_spec.reward_augmented import (
+from gammapo.data.reward_augmented import (
     DEFAULT_TEMPLATE,
     MODES,
     augment_record,
@@ -59,10 +59,10 @@ def augment_pairs(
     Args:
         data: ``list[dict]``, ``datasets.Dataset`` or a :class:`~gammapo.data.io.Table`.
         template, separator, chosen_score_field, rejected_score_field, ties: see
-            :func:`gammapo_spec.reward_augmented.augment_record`.
+            :func:`gammapo.data.reward_augmented.augment_record`.
         filter_chosen_field: with ``filter_rejected_field`` (both or neither), keep pairs by these
             scores instead of the ones conditioned on; see
-            :func:`gammapo_spec.reward_augmented.augment_record`.
+            :func:`gammapo.data.reward_augmented.augment_record`.
         filter_rejected_field: the rejected response's filter score.
         mode: ``"auto"`` (default: ``"system"`` for a conversational prompt — including the authors'
             format, a string prompt with whole conversations as responses — and ``"prefix"`` for a

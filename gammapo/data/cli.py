@@ -23,7 +23,7 @@ from typing import Sequence
 
 from gammapo_spec.alignment_potential import METRICS, VARIANTS
 from gammapo_spec.errors import ConfigError, GammaPOError
-from gammapo_spec.reward_augmented import DEFAULT_TEMPLATE
+from gammapo.data.reward_augmented import DEFAULT_TEMPLATE
 
 __all__ = ["select_main", "augment_main", "build_select_parser", "build_augment_parser"]
 
@@ -264,7 +264,7 @@ def augment_main(argv: Sequence[str] | None = None) -> int:
     """Run ``gammapo augment``; returns the exit status (0, or 2 on a bad record or option)."""
 
     def body(args) -> int:
-        from gammapo_spec.reward_augmented import condition_text
+        from gammapo.data.reward_augmented import condition_text
 
         from .augment import augment_pairs
         from .io import write_data

@@ -5,7 +5,7 @@ noisy training pairs (:mod:`gammapo.train.task`):
 
 * ``plain`` — the pairs as drawn (20% of the labels flipped by default).
 * ``augmented`` — reward-augmented relabelling (:mod:`gammapo.data.augment`,
-  :mod:`gammapo_spec.reward_augmented`): every pair with :math:`s_w \ge s_l` becomes two pairs, the
+  :mod:`gammapo.data.reward_augmented`): every pair with :math:`s_w \ge s_l` becomes two pairs, the
   prompt conditioned on :math:`s_w` (``chosen`` ≻ ``rejected``) and on :math:`s_l` (``rejected`` ≻
   ``chosen``); pairs with :math:`s_w < s_l` are dropped. The condition is a prefix word ``s<score>``
   (the tiny word-level tokenizer has no chat template; the eleven words ``s0 … s10`` are added to its
@@ -83,7 +83,7 @@ def score_words(task) -> list[str]:
 
 def condition(prompt: str, task, score: int | None = None) -> str:
     """``prompt`` conditioned on ``score`` (default: the top score), by the spec's inference helper."""
-    from gammapo_spec.reward_augmented import condition_prompt
+    from gammapo.data.reward_augmented import condition_prompt
 
     return condition_prompt(prompt, top_score(task) if score is None else score, template=TEMPLATE, mode="prefix",
                             separator=" ")

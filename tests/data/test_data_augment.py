@@ -7,7 +7,7 @@ import pytest
 from gammapo.data.augment import augment_pairs
 from gammapo.data.io import DataError
 from gammapo_spec import ConfigError
-from gammapo_spec.reward_augmented import augment_records
+from gammapo.data.reward_augmented import augment_records
 
 CONV = [
     {"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": "good"}],

@@ -8,7 +8,7 @@ import pytest
 
 from gammapo.data.augment import augment_pairs
 from gammapo_spec.errors import ConfigError, InputError
-from gammapo_spec.reward_augmented import augment_record, augment_records, split_record
+from gammapo.data.reward_augmented import augment_record, augment_records, split_record
 
 U = {"role": "user", "content": "Name a prime."}
 

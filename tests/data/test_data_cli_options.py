@@ -18,7 +18,7 @@ from gammapo.data.augment import augment_pairs
 from gammapo.data.cli import augment_main, select_main
 from gammapo.data.io import read_data
 from gammapo_spec import ConfigError
-from gammapo_spec.reward_augmented import condition_text
+from gammapo.data.reward_augmented import condition_text
 
 
 def _rows(n, logps=True):

@@ -1,4 +1,4 @@
-"""gammapo_spec.reward_augmented: the relabelling transform, its conditioning, ties, formats, errors."""
+"""gammapo.data.reward_augmented: the relabelling transform, its conditioning, ties, formats, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gammapo_spec import ConfigError, InputError
-from gammapo_spec.reward_augmented import (
+from gammapo.data.reward_augmented import (
     DEFAULT_TEMPLATE,
     augment_record,
     augment_records,
@@ -160,3 +160,15 @@ def test_augment_records_error_names_the_record_position():
     with pytest.raises(InputError, match=r"^record 2: record has no 'score_rejected' field") as info:
         augment_records(data, mode="prefix")
     assert info.value.field == "score_rejected"
+
+
+def test_the_old_spec_path_still_imports_and_warns_naming_the_new_one():
+    import gammapo.data.reward_augmented as moved
+    import gammapo_spec.reward_augmented as old
+
+    with pytest.warns(DeprecationWarning, match=r"moved to gammapo\.data\.reward_augmented"):
+        from gammapo_spec.reward_augmented import augment_records as old_augment_records
+    assert old_augment_records is moved.augment_records
+    assert old.__all__ == moved.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        old.nope  # noqa: B018
