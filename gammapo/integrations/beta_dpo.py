@@ -34,7 +34,7 @@ import torch
 from gammapo_spec import beta_dpo as _spec
 from gammapo_spec.errors import ConfigError
 
-from .losses import PairBatch, PairLoss, PairLossOutput
+from ._pair_types import PairBatch, PairLoss, PairLossOutput
 
 __all__ = ["BetaDPOPairLoss"]
 

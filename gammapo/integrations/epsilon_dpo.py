@@ -52,7 +52,7 @@ import torch
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.epsilon_dpo import check_beta, check_epsilon, check_label_smoothing
 
-from .losses import PairBatch, PairLoss, PairLossOutput
+from ._pair_types import PairBatch, PairLoss, PairLossOutput
 
 __all__ = ["EpsilonDPOPairLoss", "reference_sequence_logps"]
 
