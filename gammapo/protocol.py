@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "SPEC_OPS", "INTEROP", "REQUIRED_ATTRIBUTES", "check_backend", "BackendProtocolError"]
+__all__ = ["Backend", "SPEC_OPS", "INTEROP", "METHOD_OPS", "REQUIRED_ATTRIBUTES", "check_backend",
+           "BackendProtocolError"]
 
 #: The ops of the specification every backend implements.
 SPEC_OPS: tuple[str, ...] = (
@@ -26,6 +27,12 @@ SPEC_OPS: tuple[str, ...] = (
 #: The interoperability functions (see :mod:`gammapo_spec.interop`).
 INTEROP: tuple[str, ...] = ("asarray", "to_numpy", "state_to_dict", "state_from_dict", "gamma_po_loss_and_grad")
 REQUIRED_ATTRIBUTES: tuple[str, ...] = ("name",) + SPEC_OPS + INTEROP
+#: The one shape of every method (:mod:`gammapo_spec.methods`: ``Pairs``, ``init(config, seed)``,
+#: ``step(config, state, pairs)``). Optional, like the ``beta_dpo`` and ``epsilon_dpo`` op modules: a
+#: backend provides them in its submodule ``methods`` by running
+#: :class:`gammapo_spec.methods.MethodOps` on its own functions (this project's backends also export
+#: them at top level); the conformance suite checks them where present.
+METHOD_OPS: tuple[str, ...] = ("Pairs", "init", "step")
 
 
 class BackendProtocolError(TypeError):

@@ -6,7 +6,10 @@ here computes in float64 and depends on NumPy only.
 
 The pieces, one concept per module:
 
-* :mod:`~gammapo_spec.config` — :class:`GammaPOConfig`, validated on construction;
+* :mod:`~gammapo_spec.methods` — the one shape of every method: ``init(config, seed)`` and
+  ``step(config, state, pairs) -> (output, state)`` for γ-PO, β-DPO and ε-DPO, on a :class:`Pairs` batch;
+* :mod:`~gammapo_spec.config` — :class:`GammaPOConfig`, :class:`BetaDPOConfig`, :class:`EpsilonDPOConfig`,
+  validated on construction by :mod:`~gammapo_spec.hyperparams`, the one validator of hyper-parameters;
 * :mod:`~gammapo_spec.rewards` — implicit rewards and the reward gap h;
 * :mod:`~gammapo_spec.calibration` — the margin calibration (mirror and exact solvers, KKT residual);
 * :mod:`~gammapo_spec.state` and :mod:`~gammapo_spec.random` — queue-mode state and its portable RNG;
@@ -21,7 +24,7 @@ The pieces, one concept per module:
 
 from .beta_dpo import BetaDPOState, beta_dpo_step, init_beta_dpo_state
 from .calibration import calibrate_margins, calibration_objective, exact_log_margins, kkt_residual
-from .config import BASE_LOSSES, LOSS_NAMES, GammaPOConfig
+from .config import BASE_LOSSES, LOSS_NAMES, BetaDPOConfig, EpsilonDPOConfig, GammaPOConfig
 from .errors import ConfigError, GammaPOError, InputError, StateError
 from .epsilon_dpo import (
     EpsilonDPOState,
@@ -33,6 +36,7 @@ from .epsilon_dpo import (
 )
 from .interop import asarray, gamma_po_loss_and_grad, state_from_dict, state_to_dict, to_numpy
 from .gamma_po import LossOutput, gamma_po_loss, loss_metrics, loss_vjp, loss_with_margins
+from .methods import Pairs, init, step
 from .losses import pair_loss_curvature, pair_loss_derivative, pair_losses, target_margins
 from .rewards import implicit_rewards, reward_gap
 from .state import QueueState, calibrate_step, init_state
@@ -42,14 +46,17 @@ name = "numpy"
 
 __all__ = [
     "BASE_LOSSES",
+    "BetaDPOConfig",
     "BetaDPOState",
     "LOSS_NAMES",
     "ConfigError",
+    "EpsilonDPOConfig",
     "EpsilonDPOState",
     "GammaPOConfig",
     "GammaPOError",
     "InputError",
     "LossOutput",
+    "Pairs",
     "QueueState",
     "StateError",
     "asarray",
@@ -66,6 +73,7 @@ __all__ = [
     "gamma_po_loss",
     "gamma_po_loss_and_grad",
     "implicit_rewards",
+    "init",
     "init_beta_dpo_state",
     "init_state",
     "kkt_residual",
@@ -79,6 +87,7 @@ __all__ = [
     "reward_gap",
     "state_from_dict",
     "state_to_dict",
+    "step",
     "target_margins",
     "to_numpy",
 ]

@@ -77,7 +77,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, InputError, StateError
+from .config import BetaDPOConfig
+from .errors import StateError
 from .numerics import sigmoid, softplus
 from .random import MASK32, slot_keys, stream_key, uniform24
 from .validation import check_finite, check_same_length_1d
@@ -189,34 +190,15 @@ def init_beta_dpo_state(seed: int = 0) -> BetaDPOState:
     return BetaDPOState(gap_mean=0.0, gap_std=0.0, step=0, seed=int(seed))
 
 
-def _number(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}", field=name) from None
-    if isinstance(value, bool) or not math.isfinite(v):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}", field=name)
-    return v
-
-
 def check_beta_dpo_params(beta0, alpha, rho, momentum, beta_min) -> tuple[float, float, float, float, float]:
-    """Validate the hyper-parameters; returns them as floats.
+    """Validate the hyper-parameters (as :class:`~gammapo_spec.config.BetaDPOConfig` does); returns them as floats.
 
     Raises:
         ConfigError: ``beta0 <= 0``, non-finite ``alpha``, ``rho`` outside (0, 1], ``momentum``
             outside [0, 1) or ``beta_min <= 0`` (``field`` names it).
     """
-    b0, a, r, mu, bmin = (_number(n, v) for n, v in
-                          (("beta0", beta0), ("alpha", alpha), ("rho", rho), ("momentum", momentum), ("beta_min", beta_min)))
-    if b0 <= 0.0:
-        raise ConfigError(f"beta0 must be > 0, got {beta0!r}", field="beta0")
-    if not 0.0 < r <= 1.0:
-        raise ConfigError(f"rho must be in (0, 1], got {rho!r}", field="rho")
-    if not 0.0 <= mu < 1.0:
-        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}", field="momentum")
-    if bmin <= 0.0:
-        raise ConfigError(f"beta_min must be > 0, got {beta_min!r}", field="beta_min")
-    return b0, a, r, mu, bmin
+    c = BetaDPOConfig(beta0=beta0, alpha=alpha, rho=rho, momentum=momentum, beta_min=beta_min)
+    return c.beta0, c.alpha, c.rho, c.momentum, c.beta_min
 
 
 def keep_count(n: int, rho: float) -> int:

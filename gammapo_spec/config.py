@@ -1,8 +1,10 @@
-"""One validated configuration type for every loss and calibration mode.
+"""One validated configuration type per method: γ-PO (every loss and calibration mode), β-DPO, ε-DPO.
 
-A :class:`GammaPOConfig` is immutable and checked when it is built: every bad value raises
-:class:`~gammapo_spec.errors.ConfigError` whose ``field`` names the offending field, so a typo in a
-sweep fails at start-up rather than after an hour of training.
+A :class:`GammaPOConfig`, :class:`BetaDPOConfig` or :class:`EpsilonDPOConfig` is immutable and checked
+when it is built (by :mod:`gammapo_spec.hyperparams`, the one validator of hyper-parameters): every bad
+value raises :class:`~gammapo_spec.errors.ConfigError` whose ``field`` names the offending field, so a
+typo in a sweep fails at start-up rather than after an hour of training. :func:`gammapo_spec.init` and
+:func:`gammapo_spec.step` dispatch on the config's type.
 
 Loss names
 ----------
@@ -19,11 +21,16 @@ released code computes it: ``gamma0 = beta * gamma_beta_ratio``.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Any
 
 from .errors import ConfigError
+from .hyperparams import check_beta, check_bool, check_epsilon, check_label_smoothing
+# the private names under which calibration.py imports the validators
+from .hyperparams import check_choice as _check_choice
+from .hyperparams import check_int as _check_int
+from .hyperparams import check_real as _check_real
+from .hyperparams import is_int as _is_int
+from .hyperparams import is_real as _is_real
 
 __all__ = [
     "BASE_LOSSES",
@@ -37,6 +44,8 @@ __all__ = [
     "MAX_QUEUE_SIZE",
     "MAX_SAMPLE_SIZE",
     "GammaPOConfig",
+    "BetaDPOConfig",
+    "EpsilonDPOConfig",
 ]
 
 #: The base losses γ-PO plugs into.
@@ -64,16 +73,32 @@ MAX_SAMPLE_SIZE: int = 1 << 24
 MAX_ITERS: int = 100_000
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+class _ConfigMethods:
+    """``replace``, ``to_dict`` and ``from_dict``, the same for every method's config."""
 
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build a config from :meth:`to_dict`'s output; unknown keys raise ``ConfigError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {unknown}; known fields are {sorted(known)}",
+                field=unknown[0],
+            )
+        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True)
-class GammaPOConfig:
+class GammaPOConfig(_ConfigMethods):
     """Hyper-parameters of a γ-PO loss, validated on construction.
 
     The defaults are the released Llama-3-8B-Instruct recipe (``gamma-simpo``, β = 10,
@@ -143,7 +168,7 @@ class GammaPOConfig:
     def __post_init__(self) -> None:
         _normalise_numbers(self)
         _check_choice("loss", self.loss, LOSS_NAMES)
-        _check_real("beta", self.beta, low=0.0, low_open=True)
+        check_beta(self.beta)
         _check_real("gamma_beta_ratio", self.gamma_beta_ratio, low=0.0)
         _check_real("tau", self.tau, low=0.0, low_open=True)
         _check_choice("solver", self.solver, SOLVERS)
@@ -161,7 +186,7 @@ class GammaPOConfig:
                 f"queue_warmup must be <= queue_size ({self.queue_size}), got {self.queue_warmup}",
                 field="queue_warmup",
             )
-        _check_real("label_smoothing", self.label_smoothing, low=0.0, high=0.5)
+        check_label_smoothing(self.label_smoothing)
         if self.label_smoothing > 0 and self.base_loss not in SMOOTHED_LOSSES:
             raise ConfigError(
                 f"label_smoothing applies to {sorted(SMOOTHED_LOSSES)}, not to {self.base_loss!r}; "
@@ -181,10 +206,7 @@ class GammaPOConfig:
                 f"rdpo_alpha applies to 'rdpo' only, not to {self.base_loss!r}; got {self.rdpo_alpha}",
                 field="rdpo_alpha",
             )
-        if not isinstance(self.check_values, bool):
-            raise ConfigError(
-                f"check_values must be a bool, got {self.check_values!r}", field="check_values"
-            )
+        check_bool("check_values", self.check_values)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -212,30 +234,90 @@ class GammaPOConfig:
         """Whether the loss carries calibration state between steps (dynamic margins, queue mode)."""
         return self.dynamic_margins and self.calibration == "queue"
 
-    def replace(self, **changes: Any) -> "GammaPOConfig":
-        """A copy with some fields changed (and validated again)."""
-        return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (JSON-serialisable)."""
-        return dataclasses.asdict(self)
+@dataclasses.dataclass(frozen=True)
+class BetaDPOConfig(_ConfigMethods):
+    r"""Hyper-parameters of β-DPO (:mod:`gammapo_spec.beta_dpo`), validated on construction.
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GammaPOConfig":
-        """Build a config from :meth:`to_dict`'s output; unknown keys raise ``ConfigError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown config field(s) {unknown}; known fields are {sorted(known)}",
-                field=unknown[0],
-            )
-        return cls(**data)
+    The defaults are the β-DPO authors' published settings (``loss.beta=0.1 loss.a=0.6
+    loss.mode_weight=0.2``, i.e. ρ = 0.8, momentum 0.9); the batch β of one step is
+    :math:`\max(\beta_\min, \beta_0[1 + \alpha(\bar\Delta_\text{kept} - M_0)])`.
+
+    Args:
+        beta0: the base :math:`\beta_0 > 0`.
+        alpha: the scaling α of β (finite; 0 gives β = β0).
+        rho: the fraction of pairs kept by the Gaussian filter, in (0, 1].
+        momentum: μ of the running statistics :math:`M_0, \sigma`, in [0, 1).
+        beta_min: the floor of β, > 0.
+
+    Raises:
+        ConfigError: a value outside its domain; ``error.field`` names the field.
+
+    Example:
+        >>> from gammapo_spec import BetaDPOConfig
+        >>> BetaDPOConfig(rho=1.0).rho
+        1.0
+        >>> BetaDPOConfig(rho=0.0)
+        Traceback (most recent call last):
+        ...
+        gammapo_spec.errors.ConfigError: rho must be a number in (0, 1], got 0.0
+    """
+
+    beta0: float = 0.1
+    alpha: float = 0.6
+    rho: float = 0.8
+    momentum: float = 0.9
+    beta_min: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _store(self, beta0=check_beta(self.beta0, "beta0"), alpha=_check_real("alpha", self.alpha),
+               rho=_check_real("rho", self.rho, low=0.0, high=1.0, low_open=True, high_open=False),
+               momentum=_check_real("momentum", self.momentum, low=0.0, high=1.0),
+               beta_min=check_beta(self.beta_min, "beta_min"))
 
 
-def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{field} must be one of {list(choices)}, got {value!r}", field=field)
+@dataclasses.dataclass(frozen=True)
+class EpsilonDPOConfig(_ConfigMethods):
+    r"""Hyper-parameters of ε-DPO (:mod:`gammapo_spec.epsilon_dpo`), validated on construction.
+
+    Args:
+        beta: the *initial* global β > 0 (the state carries the current one, which moves by
+            :math:`\beta \leftarrow \beta/(1 + \varepsilon\,\overline{s})` after every optimiser step).
+        epsilon: the perturbation size ε in (0, 1) (the paper's default 0.01).
+        label_smoothing: :math:`\varepsilon_\text{ls} \in [0, 0.5)`, the cDPO smoothing.
+        update_beta: ``True`` (the default): each :func:`~gammapo_spec.step` is one optimiser step and
+            updates β at its end. ``False``: a step only accumulates its pairs' steps :math:`s_i`; call
+            :func:`~gammapo_spec.epsilon_update_beta` on the state after each optimiser step (gradient
+            accumulation over several micro-batches).
+
+    Raises:
+        ConfigError: a value outside its domain; ``error.field`` names the field.
+
+    Example:
+        >>> from gammapo_spec import EpsilonDPOConfig
+        >>> EpsilonDPOConfig(beta=0.1, epsilon=0.01).update_beta
+        True
+        >>> EpsilonDPOConfig(epsilon=1.0)
+        Traceback (most recent call last):
+        ...
+        gammapo_spec.errors.ConfigError: epsilon must be a number in (0, 1), got 1.0
+    """
+
+    beta: float = 0.1
+    epsilon: float = 0.01
+    label_smoothing: float = 0.0
+    update_beta: bool = True
+
+    def __post_init__(self) -> None:
+        _store(self, beta=check_beta(self.beta), epsilon=check_epsilon(self.epsilon),
+               label_smoothing=check_label_smoothing(self.label_smoothing),
+               update_beta=check_bool("update_beta", self.update_beta))
+
+
+def _store(config: Any, **values: Any) -> None:
+    """Store validated values (Python numbers) on a frozen config."""
+    for name, value in values.items():
+        object.__setattr__(config, name, value)
 
 
 _INT_FIELDS = ("iters", "queue_size", "sample_size", "queue_warmup")
@@ -253,33 +335,3 @@ def _normalise_numbers(config: "GammaPOConfig") -> None:
         value = getattr(config, name)
         if _is_real(value) and type(value) not in (int, float):
             object.__setattr__(config, name, float(value))
-
-
-def _check_int(field: str, value: Any, *, low: int, high: int | None = None) -> None:
-    if not _is_int(value) or value < low:
-        raise ConfigError(f"{field} must be an integer >= {low}, got {value!r}", field=field)
-    if high is not None and value > high:
-        raise ConfigError(f"{field} must be an integer <= {high}, got {value!r}", field=field)
-
-
-def _check_real(
-    field: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> None:
-    ok = _is_real(value) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high
-    if not ok:
-        if low is None and high is None:
-            domain = "a finite number"
-        elif high is None:
-            domain = f"a finite number {'>' if low_open else '>='} {low:g}"
-        else:
-            domain = f"a number in [{low:g}, {high:g})"
-        raise ConfigError(f"{field} must be {domain}, got {value!r}", field=field)

@@ -78,12 +78,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 from .errors import ConfigError, InputError, StateError
+from .hyperparams import check_beta, check_epsilon, check_label_smoothing
 from .numerics import sigmoid, softplus
 from .validation import check_finite
 
@@ -119,57 +119,6 @@ IGNORE_INDEX = -100
 _PAIR_FIELDS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 _STEP_FIELDS = ("chosen_logps", "rejected_logps", "chosen_logps_plus", "rejected_logps_plus",
                 "chosen_logps_minus", "rejected_logps_minus")
-
-
-# --- hyper-parameter checks (shared verbatim by the backends) --------------------------------------
-def _real(field: str, value: Any, domain: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{field} must be a number {domain}, got {value!r}", field=field) from None
-    return v
-
-
-def check_epsilon(epsilon: Any) -> float:
-    r"""Return ε as a float; :class:`ConfigError` (``field="epsilon"``) unless :math:`0 < \varepsilon < 1`.
-
-    Example:
-        >>> check_epsilon(0.01)
-        0.01
-    """
-    v = _real("epsilon", epsilon, "in (0, 1)")
-    if not (0.0 < v < 1.0):
-        raise ConfigError(f"epsilon must be a number in (0, 1), got {epsilon!r}", field="epsilon")
-    return v
-
-
-def check_beta(beta: Any) -> float:
-    r"""Return β as a float; :class:`ConfigError` (``field="beta"``) unless finite and > 0.
-
-    Example:
-        >>> check_beta(0.1)
-        0.1
-    """
-    v = _real("beta", beta, "> 0")
-    if not (math.isfinite(v) and v > 0.0):
-        raise ConfigError(f"beta must be a finite number > 0, got {beta!r}", field="beta")
-    return v
-
-
-def check_label_smoothing(label_smoothing: Any) -> float:
-    r"""Return :math:`\varepsilon_\text{ls}`; :class:`ConfigError` (``field="label_smoothing"``) unless in [0, 0.5).
-
-    Example:
-        >>> check_label_smoothing(0.1)
-        0.1
-    """
-    v = _real("label_smoothing", label_smoothing, "in [0, 0.5)")
-    if not (0.0 <= v < 0.5):
-        raise ConfigError(f"label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}",
-                          field="label_smoothing")
-    return v
 
 
 # --- token-level shapes and masks -------------------------------------------------------------------
@@ -478,6 +427,8 @@ class EpsilonDPOOutput:
         betas: ``[N]`` per-pair :math:`\\beta_i`.
         gaps: ``[N]`` :math:`h_i` (before the margin).
         chosen_rewards, rejected_rewards: ``[N]`` :math:`\\beta_i(c - c_\\text{ref})`, :math:`\\beta_i(r - r_\\text{ref})`.
+        steps: ``[N]`` the steps :math:`s_i` the loss used, filled in by :func:`gammapo_spec.step`
+            (``None`` from :func:`epsilon_dpo_loss`, which is given them).
     """
 
     loss: Any
@@ -486,6 +437,7 @@ class EpsilonDPOOutput:
     gaps: Any
     chosen_rewards: Any
     rejected_rewards: Any
+    steps: Any = None
 
 
 def epsilon_dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, steps, *,
@@ -633,6 +585,11 @@ def epsilon_state_to_dict(state: EpsilonDPOState) -> dict[str, Any]:
             "step_count": int(state.step_count), "updates": int(state.updates)}
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array (a checkpoint's NumPy value) as the Python number it holds; anything else unchanged."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+
+
 def epsilon_state_from_dict(data: Mapping[str, Any]) -> EpsilonDPOState:
     """Rebuild a state saved by :func:`epsilon_state_to_dict`.
 
@@ -650,7 +607,7 @@ def epsilon_state_from_dict(data: Mapping[str, Any]) -> EpsilonDPOState:
         if key not in data:
             raise StateError(f"epsilon-DPO state has no {key!r}", field=key)
     try:
-        beta, eps = check_beta(data["beta"]), check_epsilon(data["epsilon"])
+        beta, eps = check_beta(_scalar(data["beta"])), check_epsilon(_scalar(data["epsilon"]))
     except ConfigError as exc:
         raise StateError(str(exc), field=exc.field) from None
     counters = {}

@@ -41,6 +41,7 @@ from ._losses import pair_losses, target_margins
 from ._rewards import implicit_rewards, reward_gap
 from ._sharding import AxisGather
 from ._state import QueueState, calibrate_step, init_state, state_from_dict, state_to_dict
+from .methods import Pairs, init, step
 
 #: The backend name under which :func:`gammapo.get_backend` returns this module.
 name = "jax"
@@ -48,6 +49,7 @@ name = "jax"
 __all__ = [
     "AxisGather",
     "LossOutput",
+    "Pairs",
     "QueueState",
     "asarray",
     "calibrate_margins",
@@ -55,6 +57,7 @@ __all__ = [
     "gamma_po_loss",
     "gamma_po_loss_and_grad",
     "implicit_rewards",
+    "init",
     "init_state",
     "kkt_residual",
     "loss_metrics",
@@ -64,6 +67,7 @@ __all__ = [
     "reward_gap",
     "state_from_dict",
     "state_to_dict",
+    "step",
     "target_margins",
     "to_numpy",
 ]

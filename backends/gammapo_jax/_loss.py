@@ -14,7 +14,6 @@ The output is :class:`gammapo_spec.LossOutput`, registered here as a pytree (its
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -27,21 +26,14 @@ from gammapo_spec.validation import check_gaps_finite
 
 from ._dtypes import concrete_all, to_jax
 from ._losses import pair_losses, target_margins
+from ._pytree import register_output
 from ._rewards import DIFFERENTIABLE_FIELDS, cast_inputs, prepare_inputs, rewards_from_arrays
 from ._state import QueueState, calibrate_core, check_state
 
 __all__ = ["LossOutput", "loss_metrics", "loss_with_margins", "gamma_po_loss", "gamma_po_loss_and_grad"]
 
 
-def _register_loss_output() -> None:
-    fields = [f.name for f in dataclasses.fields(LossOutput)]
-    try:
-        jax.tree_util.register_dataclass(LossOutput, data_fields=fields, meta_fields=[])
-    except ValueError:  # already registered (e.g. a module reload)
-        pass
-
-
-_register_loss_output()
+register_output(LossOutput)
 
 
 def loss_metrics(chosen_rewards, rejected_rewards, margins) -> dict[str, jax.Array]:

@@ -62,6 +62,7 @@ from gammapo_spec.errors import InputError
 from gammapo_spec.validation import check_finite
 
 from ._dtypes import HALF_DTYPES, compute_dtype, concrete_all, to_jax
+from ._pytree import register_output
 
 __all__ = [
     "EpsilonDPOState",
@@ -81,6 +82,9 @@ __all__ = [
 ]
 
 CHUNK_ELEMENTS = 1 << 22
+
+
+register_output(EpsilonDPOOutput)  # a jitted step may return it
 
 
 def default_chunk_size(batch: int, vocab: int) -> int:

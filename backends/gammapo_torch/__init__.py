@@ -31,6 +31,7 @@ from ._losses import pair_losses, target_margins
 from ._rewards import implicit_rewards, reward_gap
 from ._state import QueueState, calibrate_step, init_state, state_from_dict, state_to_dict
 from .wrapper import GammaPOLoss
+from .methods import Pairs, init, step
 
 #: The backend name under which :func:`gammapo.get_backend` returns this module.
 name = "torch"
@@ -38,6 +39,7 @@ name = "torch"
 __all__ = [
     "GammaPOLoss",
     "LossOutput",
+    "Pairs",
     "QueueState",
     "asarray",
     "calibrate_margins",
@@ -45,6 +47,7 @@ __all__ = [
     "gamma_po_loss",
     "gamma_po_loss_and_grad",
     "implicit_rewards",
+    "init",
     "init_state",
     "loss_metrics",
     "loss_with_margins",
@@ -53,6 +56,7 @@ __all__ = [
     "reward_gap",
     "state_from_dict",
     "state_to_dict",
+    "step",
     "target_margins",
     "to_numpy",
 ]
