@@ -29,97 +29,16 @@ Writing (:func:`write_data`) is atomic and replaces only what these tools write
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from gammapo_spec.errors import ConfigError, InputError
+from gammapo_spec.errors import ConfigError
 
 from . import output as _output
+from ._json_read import BOM, MAX_DEPTH, read_json, read_jsonl
+from ._table import DataError, Table, as_table, progress
 
 __all__ = ["DataError", "MAX_DEPTH", "Table", "as_table", "detect_kind", "read_data", "write_data", "progress"]
-
-#: The deepest nesting a record may have (a conversational record needs 3: record, message list, message).
-MAX_DEPTH = 64
-
-_BOM = b"\xef\xbb\xbf"
-_WS = re.compile(r"[ \t\n\r]*")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_RAW_BYTE = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, decoded with surrogateescape
-_INT_RANGE = (-(2**63), 2**64 - 1)  # int64 and uint64: what Arrow, NumPy and every JSON reader carry
-
-
-class DataError(InputError):
-    """A bad record or file; ``location`` says where (``data.jsonl:12`` or ``data_dir[row 11]``)."""
-
-    def __init__(self, message: str, *, field: str | None = None, location: str | None = None):
-        super().__init__(f"{location}: {message}" if location else message, field=field)
-        self.location = location
-
-
-@dataclass
-class Table:
-    """A data set read from disk: a list of records (JSONL, JSON) or a ``datasets.Dataset``.
-
-    Attributes:
-        kind: ``"jsonl"``, ``"json"`` or ``"datasets"``.
-        path: where it was read from.
-        data: ``list[dict]`` (JSONL, JSON) or ``datasets.Dataset``.
-        lines: for files, the 1-based line number of each record (``None``: locations are rows).
-        invalid: ``(location, message)`` of each record skipped as unreadable (``skip_invalid``).
-    """
-
-    kind: str
-    path: str
-    data: Any
-    lines: list[int] | None = None
-    invalid: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def where(self, index: int) -> str:
-        """The place of record ``index``: ``path:LINE`` (files) or ``path[row INDEX]``."""
-        if self.lines is not None:
-            return f"{self.path}:{self.lines[index]}"
-        return f"{self.path}[row {index}]"
-
-    @property
-    def columns(self) -> set[str]:
-        """The field names present (in any record, for files)."""
-        if self.kind == "datasets":
-            return set(self.data.column_names)
-        names: set[str] = set()
-        for r in self.data:
-            names.update(r)
-        return names
-
-
-def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool | None = None) -> Iterator:
-    """Wrap ``iterable`` in a ``tqdm`` progress bar on stderr when ``tqdm`` is installed.
-
-    ``enabled=None`` shows it only on a terminal (tqdm's own rule), so logs and tests stay clean.
-    """
-    if enabled is False:
-        return iter(iterable)
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm ships with datasets and transformers
-        return iter(iterable)
-    return iter(tqdm(iterable, total=total, desc=desc, disable=None if enabled is None else not enabled, leave=False))
-
-
-def as_table(data: Any) -> Table:
-    """Wrap ``list[dict]`` or ``datasets.Dataset`` in a :class:`Table` (a Table is returned as is)."""
-    if isinstance(data, Table):
-        return data
-    if isinstance(data, list):
-        return Table("jsonl", "<records>", data)
-    if hasattr(data, "column_names") and hasattr(data, "select"):
-        return Table("datasets", "<dataset>", data)
-    raise ConfigError(f"data must be a list of dicts, a datasets.Dataset or a Table, got {type(data).__name__}", field="data")
 
 
 def detect_kind(path: str) -> str:
@@ -141,185 +60,8 @@ def detect_kind(path: str) -> str:
     if path.lower().endswith((".json", ".jsonl", ".ndjson")):
         return "json" if path.lower().endswith(".json") else "jsonl"
     with open(path, "rb") as fh:  # a JSON list under another name (a JSONL record cannot start with "[")
-        head = fh.read(4096).removeprefix(_BOM).lstrip()
+        head = fh.read(4096).removeprefix(BOM).lstrip()
     return "json" if head.startswith(b"[") else "jsonl"
-
-
-def _value_problem(record: dict, strings: bool) -> str | None:
-    """Why ``record`` cannot be carried to an output faithfully, or ``None``; ``strings``: check for lone surrogates."""
-    stack: list[tuple[str, Any, int]] = []
-    for key, value in record.items():
-        if strings and _bad_string(key):
-            return f"a field name holds a lone surrogate ({ascii(key)}), which is not valid Unicode"
-        stack.append((key, value, 2))
-    while stack:
-        key, v, depth = stack.pop()
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                text = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-                return f"field {key!r} holds {text}, which is not a JSON number (a number out of range reads as Infinity)"
-        elif isinstance(v, int):
-            if not isinstance(v, bool) and not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
-                return f"field {key!r} holds a {len(str(abs(v)))}-digit integer, which does not fit in 64 bits"
-        elif isinstance(v, str):
-            if strings and _bad_string(v):
-                return f"field {key!r} holds a lone surrogate, which is not valid Unicode"
-        elif isinstance(v, (list, dict)):
-            if depth > MAX_DEPTH:
-                return f"field {key!r} is nested more than {MAX_DEPTH} levels deep"
-            items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
-            for k, x in items:
-                if strings and k is not None and _bad_string(k):
-                    return f"field {key!r} holds a name with a lone surrogate, which is not valid Unicode"
-                stack.append((key, x, depth + 1))
-    return None
-
-
-def _bad_string(s: str) -> bool:
-    if s.isascii():
-        return False
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _record_problem(value: Any, strings: bool) -> str | None:
-    if not isinstance(value, dict):
-        return f"a record must be a JSON object, got {type(value).__name__}"
-    return _value_problem(value, strings)
-
-
-def _parse_line(raw: bytes) -> tuple[Any, str | None]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); save the file as UTF-8"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
-    except RecursionError:
-        return None, f"nested more than {MAX_DEPTH} levels deep"
-    except ValueError as exc:  # an integer past Python's digit limit
-        return None, f"not readable JSON ({str(exc).split(':')[0]})"
-    return value, _record_problem(value, bool(_SURROGATE_ESCAPE.search(text)))
-
-
-def _no_record(path: str, invalid: list[tuple[str, str]], what: str) -> DataError:
-    where, message = invalid[0]
-    return DataError(f"no {what} of {path} holds a JSON record ({len(invalid)} invalid; the first, {where}: {message}); "
-                     "gammapo reads JSONL (one JSON object per line) or a .json list of objects", field="input")
-
-
-def _read_jsonl(path: str, skip_invalid: bool) -> Table:
-    records: list[dict] = []
-    lines: list[int] = []
-    invalid: list[tuple[str, str]] = []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):  # binary lines end at b"\n" only
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if not raw.strip():
-                continue
-            value, problem = _parse_line(raw)
-            if problem is not None:
-                if not skip_invalid:
-                    raise DataError(problem, location=f"{path}:{number}")
-                invalid.append((f"{path}:{number}", problem))
-                continue
-            records.append(value)
-            lines.append(number)
-    if invalid and not records:
-        raise _no_record(path, invalid, "line")
-    return Table("jsonl", path, records, lines, invalid)
-
-
-def _read_json(path: str, skip_invalid: bool) -> Table:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    if raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
-    text = raw.decode("utf-8", errors="surrogateescape")
-    bad_bytes = bool(_RAW_BYTE.search(text))
-    strings = bool(_SURROGATE_ESCAPE.search(text))
-
-    def fatal(message: str, pos: int) -> DataError:
-        return DataError(message, location=f"{path}:{text.count(chr(10), 0, pos) + 1}")
-
-    pos = _WS.match(text).end()
-    if pos == len(text):
-        return Table("json", path, [], [], [])
-    if text[pos] == "{":  # {"data": [...]} or {"train": [...]}: rows have no line numbers
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if exc.msg == "Extra data":  # JSON lines in a .json file
-                return _read_jsonl(path, skip_invalid)
-            raise fatal(f"not valid JSON ({exc.msg} at column {exc.colno})", exc.pos) from None
-        except (ValueError, RecursionError) as exc:
-            raise fatal(f"not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})", getattr(exc, "pos", pos)) from None
-        rows = value.get("data", value.get("train")) if isinstance(value, dict) else None
-        if not isinstance(rows, list):
-            raise fatal("a .json file must hold a list of records ([{...}, ...]); use .jsonl for one object per line", pos)
-        table = Table("json", path, [], None, [])
-        for i, row in enumerate(rows):
-            problem = _record_problem(row, strings)
-            if problem is not None:
-                if not skip_invalid:
-                    raise DataError(problem, location=f"{path}[row {i}]")
-                table.invalid.append((f"{path}[row {i}]", problem))
-            else:
-                table.data.append(row)
-        return table
-    if text[pos] != "[":
-        raise fatal("a .json file must hold a list of records ([{...}, ...]); use .jsonl for one object per line", pos)
-    decoder = json.JSONDecoder()
-    records: list[dict] = []
-    lines: list[int] = []
-    invalid: list[tuple[str, str]] = []
-    line, counted = 1, 0
-    pos = _WS.match(text, pos + 1).end()
-    if text.startswith("]", pos):
-        pos += 1
-    else:
-        while True:
-            line += text.count("\n", counted, pos)
-            counted = pos
-            try:
-                value, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise fatal(f"not valid JSON ({exc.msg} at column {exc.colno})", exc.pos) from None
-            except RecursionError:
-                raise fatal(f"nested more than {MAX_DEPTH} levels deep (a .json list cannot be read past it)", pos) from None
-            except ValueError as exc:
-                raise fatal(f"not readable JSON ({str(exc).split(':')[0]})", pos) from None
-            if bad_bytes and _RAW_BYTE.search(text, pos, end):
-                byte = ord(_RAW_BYTE.search(text, pos, end).group()) - 0xDC00
-                problem: str | None = f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8"
-            else:
-                problem = _record_problem(value, strings)
-            if problem is None:
-                records.append(value)
-                lines.append(line)
-            elif not skip_invalid:
-                raise DataError(problem, location=f"{path}:{line}")
-            else:
-                invalid.append((f"{path}:{line}", problem))
-            pos = _WS.match(text, end).end()
-            if text.startswith(",", pos):
-                pos = _WS.match(text, pos + 1).end()
-            elif text.startswith("]", pos):
-                pos += 1
-                break
-            else:
-                raise fatal("not valid JSON (expected ',' or ']' after a record)", pos)
-    if _WS.match(text, pos).end() != len(text):
-        raise fatal("not valid JSON (extra data after the list)", pos)
-    if invalid and not records:
-        raise _no_record(path, invalid, "element")
-    return Table("json", path, records, lines, invalid)
 
 
 def _read_datasets(path: str, split: str | None) -> Table:
@@ -378,7 +120,7 @@ def read_data(path: str, *, split: str | None = None, skip_invalid: bool = False
         return _read_datasets(path, split)
     if split is not None:
         raise ConfigError(f"{path!r} is a file; split is for a saved DatasetDict", field="split")
-    return _read_json(path, skip_invalid) if kind == "json" else _read_jsonl(path, skip_invalid)
+    return read_json(path, skip_invalid) if kind == "json" else read_jsonl(path, skip_invalid)
 
 
 def _dumps(rows: Sequence[dict]) -> Iterator[str]:
