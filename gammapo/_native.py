@@ -245,7 +245,9 @@ static int queue_step(T* buf, int64_t cap, int64_t size, int64_t head, int64_t s
 }
 
 // The default solver: the fixed-work KKT root-find of gammapo_spec.kkt_solver, the same arithmetic in
-// the same order, one pass per element and outer iteration (elements are independent within one).
+// the same order, one pass per element and outer iteration (elements are independent within one). Being on
+// the host, it leaves the outer loop once converged (the test at the loop's end): at gamma0 = 4, 256 gaps
+// after 4 of the plan's 7 iterations at tau = 10, about 8 of 37 at tau = 0.1; margins equal to rounding.
 // Valid slots: i < cnt or i >= nc (cnt = nc = 0: all). work: 6 * L scratch values. Returns 0 or 1 (no memory).
 template <typename T>
 static T kkt_lse(const T* __restrict x, const T* __restrict vm, int64_t L) {
@@ -315,6 +317,7 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
   c = c < c_hi ? c : c_hi;
   for (int64_t k = 0; k < k_out; ++k) {
     memcpy(us, u, sizeof(T) * L);
+    const T c_was = c;
     for (int64_t j = 0; j < k_in; ++j) {
 #pragma omp simd
       for (int64_t i = 0; i < L; ++i) {
@@ -364,6 +367,11 @@ static int kkt(const T* __restrict h, T* __restrict out, int64_t L, int64_t cnt,
     const T width = c_hi - c_lo, in_lo = c_lo + (T)0.125 * width, in_hi = c_hi - (T)0.125 * width;
     const T toward = c_new < in_lo ? in_lo : (c_new > in_hi ? in_hi : c_new);
     c = (c_new >= c_lo && c_new <= c_hi) ? c_new : ((above || below) ? (T)0.5 * (c_lo + c_hi) : toward);
+    // Converged to rounding: c moved by at most a few ulps and no u beyond the solver's own "settled" scale.
+    // Then every iteration left runs at this c (to ulps) from these u and moves them by rounding only (they
+    // do not reach a bitwise fixed point: u and c cycle in their last bits), so the host stops here.
+    const T dc = c > c_was ? c - c_was : c_was - c;
+    if (dc <= (T)4 * (T)eps_ * c_was && moved <= (T)64 * (T)eps_ * ((T)1 + umax)) break;
   }
   const T shift = kkt_lse<T>(u, vm, L) - log_m;
 #pragma omp simd

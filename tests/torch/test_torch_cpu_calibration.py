@@ -248,6 +248,19 @@ def test_exact_kernel_equals_the_shared_solver_on_torch_ops_and_the_spec(gamma0,
 
 
 @needs_kernel
+@pytest.mark.parametrize("gamma0, tau", [(4.0, 10.0), (4.0, 1.0), (0.5, 0.02), (4.0, 0.1), (20.0, 0.04)])
+def test_exact_kernel_stops_early_only_where_the_fixed_work_would_change_rounding_only(gamma0, tau):
+    """On the host the kernel leaves the outer loop once converged (c unchanged to a few ulps, no u moved
+    beyond the solver's settled scale): the margins are the fixed-work NumPy solver's to rounding."""
+    from gammapo_spec.kkt_solver import kkt_margins
+
+    for m in (3, 64, 256, 1000):
+        h = np.random.default_rng(m).normal(size=m) * 5.0
+        got = K.exact_margins(torch.tensor(h), gamma0=gamma0, tau=tau).numpy()
+        assert np.max(np.abs(got - kkt_margins(h, gamma0=gamma0, tau=tau))) <= 1e-12 * gamma0, m
+
+
+@needs_kernel
 def test_exact_kernel_masks_like_the_ops_path_and_rejects_a_bad_count():
     from gammapo_torch import _calibration as CAL
     from gammapo_torch import _cpu_calibration as K
