@@ -130,7 +130,7 @@ def run_job(job: Job):
     import numpy as np
     import torch
 
-    from gammapo.train import cli, transforms
+    from gammapo.train import _cli_runs, transforms
     from gammapo.train.diagnostics import margin_diagnostics
     from gammapo.train.run import Result, RunConfig, greedy_reward, implicit_gaps, train_method
     from gammapo.train.task import SyntheticTask
@@ -147,14 +147,14 @@ def run_job(job: Job):
     method_tag = spec.tag or spec.loss
     if job.noise_model != "uniform":
         method_tag += f"-{job.noise_model}"
-    run_dir = cli._run_dir(job.out, method_tag, job.noise, job.seed, data)
+    run_dir = _cli_runs._run_dir(job.out, method_tag, job.noise, job.seed, data)
     run = RunConfig(run_dir, epochs=job.epochs, batch_size=job.batch_size, grad_accum=job.grad_accum,
                     learning_rate=job.lr, seed=job.seed, max_steps=job.max_steps, save_steps=job.save_steps)
-    callbacks = [cli._progress_callback(spec.name)] if job.progress else []
+    callbacks = [_cli_runs._progress_callback(spec.name)] if job.progress else []
     t0 = time.perf_counter()
     trainer = train_method(method=spec.name, loss=spec.loss, loss_kwargs=spec.loss_kwargs, model=model, tokenizer=tok,
                            train_pairs=train_pairs, run=run, ref_model=copy.deepcopy(reference), callbacks=callbacks,
-                           resume=cli._resume_flag(run_dir, job.resume))
+                           resume=_cli_runs._resume_flag(run_dir, job.resume))
     seconds = time.perf_counter() - t0
     model.eval()
     config = trainer.pair_loss.config if hasattr(trainer.pair_loss, "config") else None
@@ -192,7 +192,7 @@ def _world_size() -> int:
 def _worker_init(threads: int) -> None:
     import torch
 
-    from gammapo.train.cli import _quiet_libraries
+    from gammapo.train._cli_runs import _quiet_libraries
 
     _quiet_libraries()
     torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-MODULES = ["gammapo.integrations.losses", "gammapo.integrations._trl_config", "gammapo.train.data", "gammapo.train.presets", "gammapo.train.report",
+MODULES = ["gammapo.integrations.losses", "gammapo.integrations._trl_config", "gammapo.train._cli_plan", "gammapo.train.data", "gammapo.train.presets", "gammapo.train.report",
            "gammapo.train.task", "gammapo.train.tiny"]
 
 
