@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["gammapo.data.reward_augmented", "gammapo.data.io", "gammapo.data.augment"]
+MODULES = ["gammapo.data.reward_augmented", "gammapo.data._condition", "gammapo.data.io", "gammapo.data.augment"]
 
 
 @pytest.mark.parametrize("name", MODULES)
