@@ -50,8 +50,11 @@ the paper):
         p ← p ⊙ exp(−η g) / Σ_j p_j exp(−η g_j)
     return γ          # the γ computed at the start of the last iteration: K − 1 updates of p
 
-The normalisation is evaluated in the log domain (``log p − η g − logsumexp(log p − η g)``), which is
-the same arithmetic up to rounding but cannot turn into 0/0 when every ``exp(−η g_j)`` underflows.
+The normalisation is evaluated in the log domain (``log p − η g − logsumexp(log p − η g)``, with the
+maximum as the logsumexp's shift), which is the same arithmetic up to rounding but cannot turn into
+0/0 when every ``exp(−η g_j)`` underflows. The iteration is written once, in
+:mod:`gammapo_spec.mirror_solver` (its numerics as one written decision), and the torch and JAX
+backends run that same function on their arrays.
 
 How far the mirror iterate is from the minimiser (measured by ``python -m benchmarks.solver_agreement``,
 whose table is in ``benchmarks/results/solver_agreement.md``): the iterate is K − 1 = 19 steps with a
@@ -86,7 +89,8 @@ import numpy as np
 import warnings
 
 from .errors import ConfigError, InputError, SolverRegimeWarning
-from .kkt_solver import kkt_margins
+from .kkt_solver import NumpyOps, kkt_margins
+from .mirror_solver import MIRROR_EPS, mirror_margins as _mirror_margins
 from .numerics import logsumexp, sigmoid
 from .validation import check_finite, check_gaps_shape
 
@@ -108,8 +112,6 @@ __all__ = [
     "check_calibration_args",
 ]
 
-#: The ε inside the log of the released mirror-descent gradient.
-MIRROR_EPS = 1e-10
 #: The mirror iterate is reliable for κ = γ0²/(8τ) up to this value (and τ ≥ :data:`MIRROR_TAU_MIN`).
 MIRROR_KAPPA_MAX = 0.5
 #: Below this τ the mirror step η is capped at 1 and the iterate does not converge in 19 steps.
@@ -242,21 +244,11 @@ def calibrate_margins(
 
 
 def mirror_margins(gaps: np.ndarray, *, gamma0: float, tau: float, iters: int = 20) -> np.ndarray:
-    """The released mirror-descent arithmetic (no validation; see :func:`calibrate_margins`)."""
+    """The released mirror-descent arithmetic on NumPy float64 (no validation; see :func:`calibrate_margins`
+    and :func:`gammapo_spec.mirror_solver.mirror_margins`, which every backend runs)."""
     h = np.asarray(gaps, dtype=np.float64)
-    m = h.shape[0]
-    eta = min(0.5 / tau, 1.0)
-    log_p = np.full(m, -math.log(m))
-    gamma = np.full(m, float(gamma0))
-    for k in range(iters):
-        p = np.exp(log_p)
-        gamma = gamma0 * m * p
-        if k == iters - 1:
-            break  # the released code updates p once more but returns this γ
-        grad = tau * (1.0 + np.log(m * (p + MIRROR_EPS))) + gamma0 * sigmoid(gamma - h)
-        w = log_p - eta * grad
-        log_p = w - logsumexp(w)
-    return gamma
+    return _mirror_margins(NumpyOps, h, None, np.float64(h.shape[0]), gamma0=float(gamma0), tau=float(tau),
+                           iters=iters)
 
 
 def exact_log_margins(gaps, *, gamma0: float, tau: float) -> np.ndarray:

@@ -87,8 +87,10 @@ class NumpyOps:
 
     A backend's adapter offers the same names with the same meaning on its own arrays:
     elementwise ``exp, log, sigmoid, tanh, where, minimum, maximum``; ``sum(x)`` and ``max(x)`` over
-    all elements (0-d results); ``eps(x)``, the machine epsilon of ``x``'s dtype (a Python float); ``loop(n, body, carry)``, which applies ``carry = body(carry)`` n times
-    (a Python loop, or ``lax.fori_loop``).
+    all elements (0-d results); ``zeros(x)``, zeros of ``x``'s shape and dtype; ``eps(x)``, the machine
+    epsilon of ``x``'s dtype (a Python float); ``loop(n, body, carry)``, which applies
+    ``carry = body(carry)`` n times (a Python loop, or ``lax.fori_loop``). The solvers of
+    :mod:`gammapo_spec.kkt_solver` and :mod:`gammapo_spec.mirror_solver` use only these.
     """
 
     exp = staticmethod(np.exp)
@@ -97,6 +99,7 @@ class NumpyOps:
     where = staticmethod(np.where)
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
+    zeros = staticmethod(np.zeros_like)
 
     sigmoid = staticmethod(sigmoid)
 

@@ -257,16 +257,37 @@ def push_gaps(state: QueueState, gaps: np.ndarray) -> QueueState:
     )
 
 
-def check_state(config: GammaPOConfig, state: Any) -> None:
-    """Check that ``state`` fits ``config``: ``None`` when it needs none, a matching queue otherwise."""
+def check_state(config: GammaPOConfig, state: Any, *, state_type: type | None = None, convert=None) -> Any:
+    """Check that ``state`` fits ``config``: ``None`` when it needs none, a matching queue otherwise.
+
+    Written once for every backend: a backend passes its own ``state_type`` (its ``QueueState``) and,
+    when it accepts states in another form, ``convert`` (applied first; it returns anything it does not
+    convert unchanged). The messages are the same on every backend.
+
+    Args:
+        config: the loss configuration.
+        state: the state to check.
+        state_type: the class a queue state must be (default: this module's :class:`QueueState`).
+        convert: optional ``state -> state`` applied before the checks.
+
+    Returns:
+        The (converted) state, ``None`` when the config carries none.
+
+    Raises:
+        StateError: a state where none belongs (field ``"state"``), something else than a
+            ``state_type`` (naming what it is and, for another backend's state, how to convert it), or
+            a buffer whose capacity is not ``config.queue_size`` (field ``"queue_size"``).
+    """
     if not config.stateful:
         if state is not None:
             raise StateError(
                 f"loss {config.loss!r} with calibration={config.calibration!r} carries no state; pass None",
                 field="state",
             )
-        return
-    if not isinstance(state, QueueState):
+        return None
+    if convert is not None:
+        state = convert(state)
+    if not isinstance(state, QueueState if state_type is None else state_type):
         raise StateError(
             f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
             field="state",
@@ -275,6 +296,7 @@ def check_state(config: GammaPOConfig, state: Any) -> None:
         raise StateError(
             f"state holds {state.capacity} slots but queue_size is {config.queue_size}", field="queue_size"
         )
+    return state
 
 
 def calibrate_step(config: GammaPOConfig, state: QueueState | None, gaps) -> tuple[np.ndarray, QueueState | None]:

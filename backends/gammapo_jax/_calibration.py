@@ -13,16 +13,14 @@ mode keeps static shapes although the number of sampled gaps S changes from step
 queue fills up): the candidate set has a fixed size and the first S candidates are valid.
 
 * ``"mirror"`` — the released exponentiated-gradient arithmetic, K − 1 updates of p in a
-  ``lax.fori_loop`` (K static), in the log domain:
+  ``lax.fori_loop`` (K static): the solver written once in :mod:`gammapo_spec.mirror_solver`
+  (max-shifted logsumexp, p = exp(log p), the compute dtype), run on :class:`JaxOps`:
 
   .. math::
 
       g_i = \tau\big(1 + \log(M (p_i + \varepsilon))\big) + \gamma_0 \sigma(\gamma_i - h_i),\quad
       \log p \leftarrow w - \operatorname{logsumexp}(w),\; w = \log p - \eta g,\;
-      \eta = \min(0.5/\tau, 1),
-
-  carried as (log p, p) with one ``exp`` per entry and, when it is safe, a fixed shift in the
-  logsumexp instead of max(w) (one reduction per update instead of two; see :func:`mirror_log_p`).
+      \eta = \min(0.5/\tau, 1).
 
 * ``"exact"`` (the default) — the minimiser, by the fixed-work KKT root-find written once in
   :mod:`gammapo_spec.kkt_solver` (this module supplies the ``lax`` adapter :class:`JaxOps`): static
@@ -40,104 +38,26 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
-from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+from gammapo_spec import mirror_solver
+from gammapo_spec.calibration import check_calibration_args
 from gammapo_spec.kkt_solver import iteration_plan, kkt_log_margins
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _cpu_kernel
 from ._dtypes import compute_dtype, concrete_all, to_jax
 
-__all__ = ["calibrate_margins", "solve", "solve_all", "mirror_log_p", "exact_log_margins", "kkt_residual"]
+__all__ = ["calibrate_margins", "solve", "solve_all", "exact_log_margins", "kkt_residual"]
 
 def _sigmoid(z):
     return jax.nn.sigmoid(z)
 
 
-def _masked_logsumexp(x, valid):
-    return jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf))
-
-
-#: A bound on log M + η γ0 below which the mirror update may normalise with a fixed shift instead of
-#: max(w) (see :func:`mirror_log_p`), per compute dtype: the normaliser then stays ≥ e^{-bound}.
-_FIXED_SHIFT_BOUND = {"float32": 40.0, "float64": 300.0}
-
-
-def mirror_log_p(h, valid, count, *, gamma0, tau, iters: int, normaliser: str = "auto"):
-    r"""log p after K − 1 mirror-descent updates (invalid entries stay at log p = −∞).
-
-    Each update is the reference's :math:`\log p \leftarrow w - \operatorname{logsumexp}(w)`,
-    :math:`w = \log p - \eta g`, carried as the pair (log p, p) so that one ``exp`` per entry
-    serves both the normaliser and the next p:
-
-    .. math::
-
-        e = \exp(w - s),\quad S = \textstyle\sum_i e_i,\quad
-        \log p \leftarrow w - (s + \log S),\quad p \leftarrow e / S .
-
-    The shift s only guards against overflow/underflow. Usually it is the fixed
-    :math:`s = -\eta\tau(1 + \log M)`, which needs no reduction over w: then
-    :math:`w_i - s = \log p_i - \eta\tau\log(p_i + \varepsilon) - \eta\gamma_0\sigma_i`
-    is at most :math:`-\eta\tau\log\varepsilon \le 11.6` (as :math:`\eta\tau \le 1/2`), and
-    the entry with the largest p (:math:`p \ge 1/M`) contributes at least
-    :math:`e^{-\log M - \eta\gamma_0}` to S. When :math:`\log M + \eta\gamma_0` exceeds a
-    dtype bound (40 in float32, 300 in float64) the loop uses :math:`s = \max_i w_i` instead (the
-    reference's logsumexp), chosen once per call with ``lax.cond``. Either way the result equals
-    the reference's up to rounding.
-
-    Args:
-        h: ``[L]`` gaps (floating, any finite values in invalid entries).
-        valid: ``[L]`` bool mask.
-        count: M, the number of valid entries (a scalar array of h's dtype).
-        gamma0, tau: scalars; iters: K (static).
-        normaliser: ``"auto"`` (choose the shift at run time), or ``"fixed"`` / ``"max"`` when the
-            caller has decided statically (:func:`static_normaliser`).
-    """
-    dtype = h.dtype
-    eta = jnp.minimum(0.5 / tau, 1.0)
-    log_p0 = jnp.where(valid, -jnp.log(count), -jnp.inf).astype(dtype)
-    p0 = jnp.where(valid, 1.0 / count, 0.0).astype(dtype)
-    scale = gamma0 * count
-    log_m = jnp.log(count)
-
-    def loop(fixed_shift: bool):
-        def update(_, carry):
-            log_p, p = carry
-            grad = tau * (1.0 + jnp.log(count * (p + MIRROR_EPS))) + gamma0 * _sigmoid(scale * p - h)
-            w = log_p - eta * grad
-            shift = -eta * tau * (1.0 + log_m) if fixed_shift else jnp.max(w)
-            e = jnp.exp(w - shift)
-            total = jnp.sum(e)
-            return (w - (shift + jnp.log(total))).astype(dtype), (e / total).astype(dtype)
-
-        return lambda: lax.fori_loop(0, iters - 1, update, (log_p0, p0))[0]
-
-    if iters <= 1:
-        return log_p0
-    if normaliser != "auto":
-        return loop(normaliser == "fixed")()
-    bound = _FIXED_SHIFT_BOUND.get(jnp.dtype(dtype).name, 40.0)
-    safe = log_m + eta * gamma0 < bound
-    return lax.cond(safe, loop(True), loop(False))
-
-
-def static_normaliser(gamma0, tau, length: int, dtype) -> str:
-    """The mirror normaliser decided before tracing: ``"fixed"`` when even M = ``length`` gives
-    log M + η γ0 under the dtype's bound, ``"max"`` when even M = 1 exceeds it, else ``"auto"``
-    (also ``"auto"`` when γ0 or τ are not Python numbers)."""
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (gamma0, tau)):
-        return "auto"
-    bound = _FIXED_SHIFT_BOUND.get(jnp.dtype(dtype).name, 40.0)
-    eta_gamma0 = min(0.5 / float(tau), 1.0) * float(gamma0)
-    if math.log(max(length, 1)) + eta_gamma0 < bound:
-        return "fixed"
-    return "max" if eta_gamma0 >= bound else "auto"
-
-
 class JaxOps:
-    """The array adapter of :func:`gammapo_spec.kkt_solver.kkt_log_margins` for JAX (loops as ``lax.fori_loop``)."""
+    """The array adapter of the shared solvers (:mod:`gammapo_spec.kkt_solver`, :mod:`gammapo_spec.mirror_solver`)
+    for JAX (loops as ``lax.fori_loop``)."""
 
     exp, log, tanh, where = jnp.exp, jnp.log, jnp.tanh, jnp.where
-    minimum, maximum, sum, max = jnp.minimum, jnp.maximum, jnp.sum, jnp.max
+    minimum, maximum, sum, max, zeros = jnp.minimum, jnp.maximum, jnp.sum, jnp.max, jnp.zeros_like
     sigmoid = staticmethod(jax.nn.sigmoid)
 
     @staticmethod
@@ -159,9 +79,8 @@ def exact_log_margins(h, valid, count, *, gamma0, tau, plan: tuple[int, int]):
     return kkt_log_margins(JaxOps, h, valid, count, gamma0=gamma0, tau=tau, plan=plan)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "plan"))
-def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normaliser: str = "auto",
-          plan: tuple[int, int] | None = None):
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "plan"))
+def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, plan: tuple[int, int] | None = None):
     r"""Margins γ of the valid entries of ``h`` (0 elsewhere), no validation, no gradient.
 
     ``gamma0`` and ``tau`` are traced (a sweep over them compiles once per shape); ``solver`` and
@@ -171,7 +90,6 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
         h: ``[L]`` floating gaps; valid: ``[L]`` bool mask (at least one True).
         gamma0: γ0 ≥ 0; tau: τ > 0 (scalars, cast to h's dtype).
         count: the number of valid entries if the caller already has it (else ``sum(valid)``).
-        normaliser: the mirror update's logsumexp shift, static (:func:`mirror_log_p`).
         plan: the exact solver's static ``(outer, inner)`` iteration counts
             (:func:`gammapo_spec.kkt_solver.iteration_plan` of the hyper-parameters; required for it).
 
@@ -185,8 +103,7 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
     h = jnp.where(valid, h, jnp.zeros_like(h))  # keep invalid entries finite
     count = (jnp.sum(valid) if count is None else jnp.asarray(count)).astype(dtype)
     if solver == "mirror":
-        log_p = mirror_log_p(h, valid, count, gamma0=gamma0, tau=tau, iters=iters, normaliser=normaliser)
-        gamma = gamma0 * count * jnp.exp(log_p)
+        gamma = mirror_solver.mirror_margins(JaxOps, h, valid, count, gamma0=gamma0, tau=tau, iters=iters)
     else:
         if plan is None:
             raise ValueError("the exact solver needs its static iteration plan (iteration_plan(gamma0, tau))")
@@ -201,20 +118,20 @@ def solve(h, valid, gamma0, tau, *, solver: str, iters: int, count=None, normali
     return jnp.where(keep, gamma, jnp.zeros_like(gamma))
 
 
-def solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str = "auto", plan=None):
+def solve_all(h, gamma0, tau, *, solver: str, iters: int, plan=None):
     """Margins of every entry of ``h`` (batch mode): :func:`solve` with every entry valid, except that the
     mirror solver on a CPU runs as one call of the compiled kernel (:mod:`gammapo_jax._cpu_kernel`)
     when it is available (decided here, at trace time, and part of the jit cache key)."""
     kernel = solver == "mirror" and _cpu_kernel.usable(h.dtype)
-    return _solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, kernel=kernel, plan=plan)
+    return _solve_all(h, gamma0, tau, solver=solver, iters=iters, kernel=kernel, plan=plan)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "iters", "normaliser", "kernel", "plan"))
-def _solve_all(h, gamma0, tau, *, solver: str, iters: int, normaliser: str, kernel: bool, plan):
+@functools.partial(jax.jit, static_argnames=("solver", "iters", "kernel", "plan"))
+def _solve_all(h, gamma0, tau, *, solver: str, iters: int, kernel: bool, plan):
     valid = jnp.ones(h.shape, dtype=bool)
 
     def lax_path(h, gamma0, tau):
-        return solve(h, valid, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, plan=plan)
+        return solve(h, valid, gamma0, tau, solver=solver, iters=iters, plan=plan)
 
     if not kernel:
         return lax_path(h, gamma0, tau)
@@ -264,9 +181,8 @@ def calibrate_margins(gaps, *, gamma0: float, tau: float, solver: str = "exact",
         ok = concrete_all(lambda: jnp.all(jnp.isfinite(h)))
         if ok is not None:
             check_finite("gaps", ok)
-    normaliser = static_normaliser(gamma0, tau, h.shape[-1], h.dtype)
     plan = iteration_plan(float(gamma0), float(tau))
-    return solve_all(h, gamma0, tau, solver=solver, iters=iters, normaliser=normaliser, plan=plan)
+    return solve_all(h, gamma0, tau, solver=solver, iters=iters, plan=plan)
 
 
 def kkt_residual(gaps, margins, *, gamma0: float, tau: float):

@@ -50,13 +50,12 @@ import jax.numpy as jnp
 import numpy as np
 import gammapo_spec
 from gammapo_spec.config import GammaPOConfig
-from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import iteration_plan
-from gammapo_spec.state import check_state_fields, describe_foreign_state
+from gammapo_spec.state import check_state as spec_check_state, check_state_fields
 from gammapo_spec.validation import check_finite, check_gaps_shape
 
 from . import _cpu_kernel, _hash
-from ._calibration import solve, solve_all, static_normaliser
+from ._calibration import solve, solve_all
 from ._dtypes import compute_dtype, concrete_all, default_float, to_jax
 
 __all__ = ["QueueState", "init_state", "check_state", "calibrate_step", "state_to_dict", "state_from_dict"]
@@ -164,30 +163,17 @@ def init_state(config: GammaPOConfig, seed: int = 0, *, dtype: Any = "float32") 
     return None if ref is None else _from_numpy_state(ref, dtype)
 
 
+def _accept_reference_state(state: Any) -> Any:
+    return _from_numpy_state(state) if isinstance(state, gammapo_spec.QueueState) else state
+
+
 def check_state(config: GammaPOConfig, state: Any) -> QueueState | None:
-    """Check that ``state`` fits ``config`` (the reference's messages); returns it as a JAX state.
+    """Check that ``state`` fits ``config``; returns it as a JAX state (:func:`gammapo_spec.state.check_state`
+    with this backend's :class:`QueueState`: the same checks and messages).
 
     A reference :class:`gammapo_spec.QueueState` is accepted and converted.
     """
-    if not config.stateful:
-        if state is not None:
-            raise StateError(
-                f"loss {config.loss!r} with calibration={config.calibration!r} carries no state; pass None",
-                field="state",
-            )
-        return None
-    if isinstance(state, gammapo_spec.QueueState):
-        state = _from_numpy_state(state)
-    if not isinstance(state, QueueState):
-        raise StateError(
-            f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
-            field="state",
-        )
-    if state.capacity != config.queue_size:
-        raise StateError(
-            f"state holds {state.capacity} slots but queue_size is {config.queue_size}", field="queue_size"
-        )
-    return state
+    return spec_check_state(config, state, state_type=QueueState, convert=_accept_reference_state)
 
 
 def _kth_smallest(k: jax.Array, valid: jax.Array, count: int) -> jax.Array:
@@ -281,11 +267,9 @@ def push_gaps(state: QueueState, gaps: jax.Array) -> QueueState:
     )
 
 
-def _solver_kwargs(config: GammaPOConfig, length: int, dtype) -> dict[str, Any]:
-    normaliser = static_normaliser(config.gamma0, config.tau, length, dtype)
+def _solver_kwargs(config: GammaPOConfig) -> dict[str, Any]:
     plan = iteration_plan(config.gamma0, config.tau)
-    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, normaliser=normaliser,
-                plan=plan)
+    return dict(gamma0=config.gamma0, tau=config.tau, solver=config.solver, iters=config.iters, plan=plan)
 
 
 def _lax_queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array, c: int) -> tuple[jax.Array, QueueState]:
@@ -296,7 +280,7 @@ def _lax_queue_step(config: GammaPOConfig, state: QueueState, h: jax.Array, c: i
     valid = jnp.concatenate([jnp.arange(c) < s, jnp.ones(h.shape[0], dtype=bool)])
     # count stays sum(valid) inside solve: passing min(size, c) + n lets XLA:CPU start the solver's setup
     # as a branch parallel to the sampling, and the thread hand-off costs more (~30 µs) than it saves
-    gamma = solve(calib, valid, **_solver_kwargs(config, c + h.shape[0], h.dtype))[c:]
+    gamma = solve(calib, valid, **_solver_kwargs(config))[c:]
     return gamma, push_gaps(state, h)
 
 
@@ -338,7 +322,7 @@ def calibrate_core(config: GammaPOConfig, state: QueueState | None, h: jax.Array
     else:
         h_all, offset = h, 0
     if state is None:
-        gamma = solve_all(h_all, **_solver_kwargs(config, h_all.shape[0], h_all.dtype))
+        gamma = solve_all(h_all, **_solver_kwargs(config))
     else:
         gamma, state = queue_step(config, state, h_all)
     if gather is not None:

@@ -22,12 +22,13 @@ dtype; on eager CPU tensors it is one call of the compiled kernel of :mod:`gamma
     \log p \leftarrow w - \operatorname{logsumexp}(w),\quad w = \log p - \eta g,
 
 with :math:`\eta = \min(0.5/\tau, 1)`, :math:`\epsilon = 10^{-10}`, and returns γ from the start of the
-last iteration. It is written with *masking*: the calibration set may hold slots that do not take
+last iteration. It is the solver written once in :mod:`gammapo_spec.mirror_solver` (max-shifted
+logsumexp, p = exp(log p)), run on :class:`TorchOps`, with *masking*: the calibration set may hold slots that do not take
 part (queue mode samples a data-dependent number S of stored gaps; the set has a fixed number of
 candidates and a mask), masked slots have :math:`\log p = -\infty`, and M is the number of valid
 slots, kept as a 0-dim tensor. Shapes therefore never depend on data, nothing is read back to the
-host, and the loop compiles into one graph. On CPU (float32/float64, no mask) the same arithmetic runs
-as one call of the compiled C++ kernel of :mod:`gammapo_torch._cpu_calibration` by default. On CUDA, sets of up to
+host, and the loop compiles into one graph. On CPU (float32/float64, no mask) the same iteration runs
+(normalised with a constant shift, :func:`normaliser_shift`; equal to rounding) as one call of the compiled C++ kernel of :mod:`gammapo_torch._cpu_calibration` by default. On CUDA, sets of up to
 :data:`~gammapo_torch._triton_calibration.MAX_FUSED` gaps run all iterations in one Triton kernel
 launch (:mod:`gammapo_torch._triton_calibration`), with the torch-ops path elsewhere.
 
@@ -41,7 +42,8 @@ import math
 
 import torch
 
-from gammapo_spec.calibration import MIRROR_EPS, check_calibration_args
+from gammapo_spec import mirror_solver
+from gammapo_spec.calibration import check_calibration_args
 from gammapo_spec.kkt_solver import NumpyOps, kkt_log_margins
 
 from . import _cpu_calibration, _triton_calibration
@@ -52,7 +54,12 @@ __all__ = ["calibrate_margins", "mirror_margins", "normaliser_shift", "exact_log
 
 
 def normaliser_shift(length: int, gamma0: float, tau: float, dtype: torch.dtype) -> float | None:
-    r"""A constant :math:`D` that makes :math:`\sum_j e^{w_j + D}` safe to evaluate, or ``None``.
+    r"""The compiled C++ kernel's normaliser: a constant :math:`D` that makes :math:`\sum_j e^{w_j + D}`
+    safe to evaluate, or ``None`` (then the kernel takes ``logsumexp``).
+
+    The kernel (:mod:`gammapo_torch._cpu_calibration`) normalises each update with this shift instead
+    of the maximum (one pass over the set instead of two); the torch ops path and the spec use the
+    max-shifted logsumexp (:mod:`gammapo_spec.mirror_solver`), equal to rounding.
 
     With :math:`\rho = \eta\tau \le 1/2` and :math:`p \in [0, 1]`, every update argument
     :math:`w_i = \log p_i - \eta g_i` satisfies :math:`w_i \le 0`, and the slot with the largest
@@ -63,8 +70,7 @@ def normaliser_shift(length: int, gamma0: float, tau: float, dtype: torch.dtype)
     :math:`\eta\gamma_0` is huge (above ~60 in float32, ~680 in float64); then this returns ``None``
     and the caller uses ``logsumexp`` (which finds the maximum with an extra pass).
     """
-    eta = min(0.5 / tau, 1.0)
-    shift = 1.5 * math.log(length) + eta * gamma0 + 1.5
+    shift = 1.5 * math.log(length) + mirror_solver.step_size(tau) * gamma0 + 1.5
     if shift + math.log(length) > math.log(torch.finfo(dtype).max) - 8.0:
         return None
     return shift
@@ -91,21 +97,8 @@ def mirror_margins(
 ) -> torch.Tensor:
     r"""The released mirror-descent arithmetic on torch ops, over a masked calibration set.
 
-    Each update normalises with a constant shift :math:`D` (:func:`normaliser_shift`) instead of
-    the maximum,
-
-    .. math::
-
-        \log p_i \leftarrow w_i - \Big(\log \textstyle\sum_j \exp(w_j + D) - D\Big),
-
-    the reference's ``w − logsumexp(w)`` up to rounding, but cheaper both ways: eagerly it is four
-    small ops where ``torch.logsumexp`` runs about ten (max, its infinity guard, …; measured, it was
-    two thirds of the eager step), and compiled it is a single pass over the set per update where
-    ``logsumexp`` takes two (inductor fuses all updates into one C++ function on CPU). Reusing
-    :math:`e^{w_i + D}/S` as the next p would save one exp per element, but its rounding differs from
-    the reference's ``exp(log p)`` enough to show in the unconverged small-τ regime, and the saving
-    was within this machine's timing noise, so p stays ``exp(log p)``. ``logsumexp`` remains the
-    fallback when no safe :math:`D` exists.
+    The solver written once in :mod:`gammapo_spec.mirror_solver` (its numerics: max-shifted
+    logsumexp, p = exp(log p), the compute dtype), on :class:`TorchOps`.
 
     Args:
         h: ``[L]`` gaps in the compute dtype. The first ``n_candidates`` slots are candidates of
@@ -122,40 +115,15 @@ def mirror_margins(
         >>> mirror_margins(torch.tensor([2.0, 0.5, -1.0], dtype=torch.float64), gamma0=1.0, tau=1.0)
         tensor([1.2806, 0.9621, 0.7573], dtype=torch.float64)
     """
-    length = h.shape[0]
-    eta = min(0.5 / tau, 1.0)
     valid, m = _mask(h, count, n_candidates)
-    invalid = None if valid is None else ~valid
-    shift = normaliser_shift(length, gamma0, tau, h.dtype)
-    log_p = (-torch.log(m)).expand(length)
-    if valid is not None:
-        log_p = torch.where(valid, log_p, -math.inf)
-    scale = gamma0 * m
-    gamma = scale * torch.exp(log_p)
-    for k in range(iters):
-        p = torch.exp(log_p)
-        gamma = scale * p
-        if k == iters - 1:
-            break  # the released code updates p once more but returns this γ
-        # grad = τ (1 + log(M (p + ε))) + γ0 σ(γ − h);  w = log p − η grad   (in place: fewer allocations,
-        # the reference's operations in the reference's order, so the same rounding)
-        grad = (p + MIRROR_EPS).mul_(m).log_().add_(1.0).mul_(tau)
-        grad.add_(torch.sub(gamma, h).sigmoid_().mul_(gamma0))
-        w = grad.mul_(-eta).add_(log_p)
-        if invalid is not None:
-            w = w.masked_fill_(invalid, -math.inf)
-        if shift is None:
-            log_p = w.sub_(torch.logsumexp(w, dim=0))
-        else:  # log p = w − (log Σ exp(w + D) − D)
-            log_p = w.sub_(torch.add(w, shift).exp_().sum().log_().sub_(shift))
-    return gamma
+    return mirror_solver.mirror_margins(TorchOps, h, valid, m, gamma0=gamma0, tau=tau, iters=iters)
 
 
 class TorchOps:
     """The array adapter of :func:`gammapo_spec.kkt_solver.kkt_log_margins` for torch tensors."""
 
     exp, log, tanh, sigmoid, where = torch.exp, torch.log, torch.tanh, torch.sigmoid, torch.where
-    minimum, maximum, sum, max = torch.minimum, torch.maximum, torch.sum, torch.amax
+    minimum, maximum, sum, max, zeros = torch.minimum, torch.maximum, torch.sum, torch.amax, torch.zeros_like
 
     loop = staticmethod(NumpyOps.loop)  # a Python loop, as for NumPy
 

@@ -44,8 +44,8 @@ import torch
 from gammapo_spec.config import GammaPOConfig
 from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
-from gammapo_spec.random import MASK32, STREAM_SAMPLE, warmup_normals
-from gammapo_spec.state import describe_foreign_state
+from gammapo_spec.random import STREAM_SAMPLE
+from gammapo_spec import state as spec_state
 
 from . import _cpu_calibration
 
@@ -126,50 +126,31 @@ def init_state(
         >>> state.capacity, int(state.size), int(state.head), int(state.step), state.buffer.dtype
         (16, 8, 8, 0, torch.float32)
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MASK32:
-        raise StateError(f"seed must be an integer in [0, 2**32), got {seed!r}", field="seed")
-    if not config.stateful:
+    ref = spec_state.init_state(config, seed)  # the reference's checks and warm-up draws
+    if ref is None:
         return None
-    dtype = _resolve_dtype(dtype)
-    cap, warm = config.queue_size, config.queue_warmup
-    buffer = np.zeros(cap, dtype=np.float64)
-    buffer[:warm] = warmup_normals(int(seed), warm)
+    return _from_reference(ref, torch.as_tensor(ref.buffer).to(_resolve_dtype(dtype)), device)
+
+
+def _from_reference(ref: Any, buffer: torch.Tensor, device: Any) -> QueueState:
+    """A state with ``buffer`` and the counters of the reference state ``ref``, on ``device``."""
 
     def scalar(v: int) -> torch.Tensor:
         return torch.tensor(v, dtype=torch.int64, device=device)
 
-    return QueueState(
-        buffer=torch.as_tensor(buffer, device=device).to(dtype),
-        size=scalar(warm),
-        head=scalar(warm % cap),
-        step=scalar(0),
-        seed=scalar(int(seed)),
-    )
+    return QueueState(buffer=buffer.to(device), size=scalar(ref.size), head=scalar(ref.head), step=scalar(ref.step),
+                      seed=scalar(ref.seed))
 
 
 def check_state(config: GammaPOConfig, state: Any) -> None:
-    """Check that ``state`` fits ``config`` (messages identical to :func:`gammapo_spec.state.check_state`).
+    """Check that ``state`` fits ``config``: :func:`gammapo_spec.state.check_state` with this backend's
+    :class:`QueueState` (the same checks and messages).
 
     Raises:
         StateError: a state where none belongs, something else than a :class:`QueueState`, or a
             buffer whose capacity is not ``config.queue_size``.
     """
-    if not config.stateful:
-        if state is not None:
-            raise StateError(
-                f"loss {config.loss!r} with calibration={config.calibration!r} carries no state; pass None",
-                field="state",
-            )
-        return
-    if not isinstance(state, QueueState):
-        raise StateError(
-            f"queue calibration needs the state from init_state(config), got {describe_foreign_state(state)}",
-            field="state",
-        )
-    if state.capacity != config.queue_size:
-        raise StateError(
-            f"state holds {state.capacity} slots but queue_size is {config.queue_size}", field="queue_size"
-        )
+    spec_state.check_state(config, state, state_type=QueueState)
 
 
 def sample_candidates(state: QueueState, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,9 +321,7 @@ def check_loadable(data: Any, config: GammaPOConfig) -> None:
     Raises:
         StateError: naming the field.
     """
-    ref = _validated(data)
-    if ref.capacity != config.queue_size:
-        raise StateError(f"state holds {ref.capacity} slots but queue_size is {config.queue_size}", field="queue_size")
+    spec_state.check_state(config, _validated(data))
 
 
 def state_to_dict(state: QueueState | None) -> dict[str, Any] | None:
@@ -375,14 +354,4 @@ def state_from_dict(data: Any, *, device: Any = None) -> QueueState | None:
     if buf.dtype not in (torch.float32, torch.float64):
         buf = buf.to(torch.float64)
     device = buf.device if device is None else torch.device(device)
-
-    def scalar(v: int) -> torch.Tensor:
-        return torch.tensor(v, dtype=torch.int64, device=device)
-
-    return QueueState(
-        buffer=buf.detach().clone().to(device),
-        size=scalar(ref.size),
-        head=scalar(ref.head),
-        step=scalar(ref.step),
-        seed=scalar(ref.seed),
-    )
+    return _from_reference(ref, buf.detach().clone(), device)

@@ -3,9 +3,10 @@ r"""A fused Triton kernel for the mirror calibration: every iteration in one lau
 The released code spends the calibration in kernel launches: about 17 small kernels per mirror
 iteration, 20 iterations, plus a device→host copy. Here one Triton program holds the whole
 calibration set in registers (a block of ``next_power_of_2(L)`` lanes, L ≤ :data:`MAX_FUSED`), runs
-the K − 1 updates of :func:`gammapo_torch._calibration.mirror_margins` with the same arithmetic
-(including the masked candidate slots of queue mode, whose count is read on the device from a
-0-dim tensor), and writes the margins once:
+the K − 1 updates of :func:`gammapo_spec.mirror_solver.mirror_margins` with the same arithmetic
+(the max-shifted logsumexp and p = exp(log p) of its written decision, including the masked
+candidate slots of queue mode, whose count is read on the device from a 0-dim tensor), and writes
+the margins once:
 
 .. math::
 
@@ -28,7 +29,7 @@ import os
 
 import torch
 
-from gammapo_spec.calibration import MIRROR_EPS
+from gammapo_spec.mirror_solver import MIRROR_EPS, step_size
 
 __all__ = ["MAX_FUSED", "HAVE_TRITON", "use_fused", "mirror_margins_fused"]
 
@@ -121,7 +122,7 @@ def mirror_margins_fused(
     # filled on the device (three fill kernels), not copied from the host: torch.tensor([...], device=cuda)
     # would be a synchronising host-to-device copy on every call
     params = torch.empty(3, dtype=h.dtype, device=h.device)
-    for i, value in enumerate((gamma0, tau, min(0.5 / tau, 1.0))):
+    for i, value in enumerate((gamma0, tau, step_size(tau))):
         params[i].fill_(value)
     count_arg = count.reshape(1).to(torch.int64) if count is not None else params
     block = max(16, 1 << math.ceil(math.log2(max(length, 1))))
