@@ -46,9 +46,6 @@ from gammapo_spec.epsilon_dpo import (
     IGNORE_INDEX,
     EpsilonDPOOutput,
     SequenceLogps,
-    _check_integer_labels,
-    _check_labels_in_range,
-    _check_rows_nonempty,
     check_beta,
     check_epsilon,
     check_label_smoothing,
@@ -58,6 +55,7 @@ from gammapo_spec.epsilon_dpo import (
     epsilon_state_from_dict as _spec_state_from_dict,
     epsilon_state_to_dict as _spec_state_to_dict,
 )
+from gammapo_spec.epsilon_tokens import _check_integer_labels, _check_labels_in_range, _check_rows_nonempty
 from gammapo_spec.errors import InputError
 from gammapo_spec.validation import check_finite
 
