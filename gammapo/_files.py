@@ -1,26 +1,8 @@
-"""Crash-safe file writes shared by the native build cache and the trainer's checkpoints."""
+"""Crash-safe file writes for the front door (the trainer's checkpoint records): the one implementation is
+:func:`gammapo_native.files.write_atomic`, shared with the native build cache."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+from gammapo_native.files import write_atomic
 
 __all__ = ["write_atomic"]
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a part."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

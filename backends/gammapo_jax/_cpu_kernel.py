@@ -3,7 +3,7 @@ r"""The compiled CPU calibration kernel as XLA FFI custom calls: a whole queue s
 On XLA:CPU the ``lax`` queue step of :mod:`gammapo_jax._state` costs ~60–110 µs at 256 gaps, most of
 it fixed per-op costs: the key hash and ``top_k`` of the sample, 19 fused loop bodies of the mirror
 solver, the push. This module runs the step instead as one call of the C++ core shared with the
-torch backend (:data:`gammapo._native.CALIBRATION_CORE`: sample, K − 1 mirror updates, push), bound
+torch backend (:data:`gammapo_native.CALIBRATION_CORE`: sample, K − 1 mirror updates, push), bound
 through JAX's FFI (:func:`jax.ffi.ffi_call`), so a jitted step is one custom call plus JAX's dispatch.
 
 Two custom-call targets per dtype (float32 and float64):
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gammapo import _native
+import gammapo_native as _native
 
 __all__ = ["SOURCE", "load", "build_error", "enabled", "usable", "mirror", "queue_step", "on_cpu"]
 

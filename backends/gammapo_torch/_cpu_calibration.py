@@ -6,7 +6,7 @@ is slower than the released code's Python loop. ``torch.compile`` fuses the ops 
 cost of ~50 µs per call (guards, wrappers). This module instead compiles a small C++ file (no torch
 headers: one ``g++`` call of about a second, cached on disk) and calls it through :mod:`ctypes`.
 One call does, on the tensors' memory, the sample, all mirror
-iterations and the push of :data:`gammapo._native.CALIBRATION_CORE` (the C++ core shared with the
+iterations and the push of :data:`gammapo_native.CALIBRATION_CORE` (the C++ core shared with the
 JAX backend; its docstring has the arithmetic), normalising each update with the constant shift
 :math:`D` of :func:`~gammapo_torch._calibration.normaliser_shift` (or the max-shifted ``logsumexp``
 when there is none). The integer parts (sample, push, counters) are exact, so states stay bit for
@@ -23,7 +23,7 @@ identical results; measured, this beats inductor's fusion of the torch ops on CP
 are Python: a graph exported to a C++-only runtime such as AOTInductor needs the kernel off.) Set
 ``GAMMAPO_DISABLE_CPU_KERNEL=1`` to turn it off (for A/B timing; under ``torch.compile`` it is read
 when a graph is traced). If there is no C++ compiler, or the build fails, it is never used and the
-torch-ops path runs (the reason is in :func:`build_error`). The build and its cache are :func:`gammapo._native.build_library`'s.
+torch-ops path runs (the reason is in :func:`build_error`). The build and its cache are :func:`gammapo_native.build_library`'s.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gammapo import _native
+import gammapo_native as _native
 from gammapo_spec.errors import StateError
 from gammapo_spec.kkt_solver import INFLECTION_ITERS, iteration_plan
 

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from gammapo import _native
+from gammapo_native import build as _native
 
 COMPILER = _native.find_compiler()
 pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C++ compiler")

@@ -202,7 +202,7 @@ def test_compiled_step_calls_the_kernel_as_one_custom_op_and_equals_eager(monkey
 
 
 def test_an_unusable_cache_folder_has_no_shared_fallback(monkeypatch, tmp_path):
-    from gammapo import _native
+    import gammapo_native as _native
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")  # a file where the cache folder's parent should be: mkdir fails
