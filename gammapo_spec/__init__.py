@@ -16,7 +16,8 @@ The pieces, one concept per module:
 * :mod:`~gammapo_spec.losses` — the base losses as functions of z = h − m, target margins;
 * :mod:`~gammapo_spec.gamma_po` — the loss step, its analytic gradient, its output;
 * :mod:`~gammapo_spec.beta_dpo` — the β-DPO baseline (dynamic batch β, Gaussian data filtering);
-* :mod:`~gammapo_spec.epsilon_dpo` — ε-DPO: per-pair β from perturbed logits, the global β update;
+* :mod:`~gammapo_spec.epsilon_dpo` — ε-DPO: per-pair β from perturbed logits, the global β update
+  (its token-level op in :mod:`~gammapo_spec.epsilon_tokens`);
 * :mod:`~gammapo_spec.dtype_policy` — which precision backends compute in;
 * :mod:`~gammapo_spec.interop` — moving arrays and state in and out, loss with gradient;
 * :mod:`~gammapo_spec.validation` and :mod:`~gammapo_spec.errors` — the error policy.
