@@ -23,7 +23,7 @@ NO_CUDA = "skipped: no CUDA"
 RUNNERS = {"environment": "sec_env:run", "cuda_tests": "sec_pytest:cuda_tests",
            "conformance_torch": "sec_pytest:conformance_torch", "conformance_jax": "sec_pytest:conformance_jax",
            "sync_and_graphs": "sec_sync:run", "calibration_timings": "sec_timing:run", "fused_loss": "sec_fused:run",
-           "trainer_step": "sec_trainer:run"}
+           "trainer_step": "sec_trainer:run", "parallel_trainer": "sec_parallel:run"}
 
 
 class Recorder:

@@ -113,6 +113,9 @@ TARGETS: list[tuple[str, Callable[[dict], Any]]] = [
     *[(f"fused loss time ≤ 1.3× unfused (V = 128k, T = {t})", _fused("time", t)) for t in (1024, 2048)],
     *[(f"fused loss ahead of Liger's SimPO on memory at equal time (T = {t})", _fused("liger", t)) for t in (1024, 2048)],
     ("γ-SimPO step overhead over TRL's SimPO step ≤ 2%", _trainer),
+    *[(f"GammaPOTrainer under {what}, 1 process: equals the unwrapped run, checkpoint complete",
+       _flag(f"parallel.{arm}.ok", lambda v: "yes" if v else "no"))
+      for arm, what in (("fsdp2", "accelerate FSDP2"), ("zero2", "DeepSpeed ZeRO-2"), ("zero3", "DeepSpeed ZeRO-3"))],
 ]
 
 

@@ -61,6 +61,11 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     for cuda_only in ("triton kernel chosen and matching the spec", "CUDA graph: queue step, exact solver",
                       "no host sync: queue steps (exact)", "no host sync: GammaPOTrainer.compute_loss"):
         assert parts[cuda_only]["status"] == "skipped: no CUDA", parts[cuda_only]
+    # the parallel section trains its unwrapped reference on the CPU and skips the sharded arms, saying why
+    assert parts["reference: the same run without a wrapper, one process"]["status"] == "ok"
+    for arm in ("accelerate FSDP2", "DeepSpeed ZeRO-2", "DeepSpeed ZeRO-3"):
+        part = next(p for name, p in parts.items() if name.startswith(arm))
+        assert part["status"].startswith("skipped: no CUDA (accelerate runs FSDP and DeepSpeed only"), part
     # the CPU preview of the sync check ran the bodies: the loss path reads nothing back, the trainer does
     m = {k: v for s in report["sections"] for k, v in s["measurements"].items()}
     assert m["sync.queue steps (exact).cpu_host_reads"] == 0 and m["sync.queue steps (mirror).cpu_host_reads"] == 0
@@ -73,7 +78,7 @@ def test_dry_run_runs_every_section_and_writes_the_report(tmp_path):
     assert [r["target"] for r in report["targets"]] == [t for t, _ in TARGETS]
     assert {r["verdict"] for r in report["targets"]} == {"pending (no GPU run)"}
     for title in ("## Targets", "**Calibration per step**", "**Fused γ-SimPO loss, forward+backward**",
-                  "**One bf16 training step**", "### trainer_step: ok"):
+                  "**One bf16 training step**", "### trainer_step: ok", "### parallel_trainer: ok"):
         assert title in md, title
 
 
@@ -81,7 +86,8 @@ def good_measurements() -> dict:
     m = {"env.gpu": "NVIDIA H200", "conformance_torch.device": "cuda", "conformance_jax.device": "gpu", "triton.ok": True,
          "calib.default solver, CUDA graph.256": 30.0, "calib.default solver, eager.256": 900.0,
          "calib.empty Triton kernel launch.256": 12.0, "graph.exact.max_diff": 0.0, "graph.mirror.max_diff": 1e-7,
-         "trainer.overhead_vs_trl": 0.01, "trainer.overhead_vs_simpo": 0.015}
+         "trainer.overhead_vs_trl": 0.01, "trainer.overhead_vs_simpo": 0.015,
+         "parallel.fsdp2.ok": True, "parallel.zero2.ok": True, "parallel.zero3.ok": True}
     for name in ("cuda_tests", "conformance_torch", "conformance_jax"):
         m[f"{name}.status"], m[f"{name}.counts"] = "ok", {"PASSED": 10, "FAILED": 0, "ERROR": 0}
     for path in ("queue steps (exact)", "queue steps (mirror)", "fused loss fwd+bwd", "GammaPOTrainer.compute_loss"):
@@ -111,6 +117,8 @@ def test_targets_pass_on_good_measurements_and_each_bad_one_fails():
         "conformance suite, torch backend on CUDA": {"conformance_torch.device": "cpu"},
         "conformance suite, JAX backend on the GPU": {"conformance_jax.status": "fail"},
         "Triton kernel chosen on CUDA and within tolerance of the spec": {"triton.ok": False},
+        **{f"GammaPOTrainer under {what}, 1 process: equals the unwrapped run, checkpoint complete": {f"parallel.{arm}.ok": False}
+           for arm, what in (("fsdp2", "accelerate FSDP2"), ("zero2", "DeepSpeed ZeRO-2"), ("zero3", "DeepSpeed ZeRO-3"))},
     }
     for target, change in bad.items():
         got = verdicts({**good_measurements(), **change})
@@ -136,7 +144,7 @@ def test_wheel_manifest_is_exact_and_fits_the_carry_limit():
     rows = read_manifest()
     names = [r["file"] for r in rows]
     assert len(set(names)) == len(names) and all(n.endswith(".whl") for n in names)
-    for wanted in ("trl-", "datasets-", "liger_kernel-", "dill-", "multiprocess-"):
+    for wanted in ("trl-", "datasets-", "liger_kernel-", "dill-", "multiprocess-", "deepspeed-"):
         assert sum(n.startswith(wanted) for n in names) == 1, wanted
     tracked = sum((ROOT / f).stat().st_size for f in subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split() if (ROOT / f).is_file())
