@@ -13,7 +13,11 @@ step). The overhead is therefore exactly the calibration plus the queue update.
 Models: ``embedded`` — the embedded task's model, :func:`gammapo.train.tiny.build_model` (a 2-layer
 Llama, hidden 64; skipped if ``gammapo.train`` or ``transformers`` is missing) at the task's shapes;
 ``tiny_lm`` — this module's own larger tiny LM (token + position embeddings, pre-norm
-``TransformerEncoderLayer`` blocks with a causal mask, tied LM head) at T = 128.
+``TransformerEncoderLayer`` blocks with a causal mask, tied LM head) at T = 128; ``llama_58m`` — a model
+of realistic shape, ``LlamaForCausalLM`` built from a ``LlamaConfig`` (58M parameters, vocabulary 32000,
+hidden 512, 8 layers) at T = 256, 4 pairs, 4 timed pairs (a step takes seconds), eager only.
+Besides the step times, the CPU time of the loss calls alone is recorded: its γ-SimPO − SimPO
+difference is the overhead where it arises, free of the model's step-to-step noise.
 
 Method: paired, interleaved runs: for each of ``pairs`` repetitions both arms take one step on the
 same batch, in alternating order (ABBA), each timed by the process's CPU time (``time.process_time``,
@@ -48,6 +52,10 @@ FULL = {
     "models": {
         "embedded": {"vocab": 23, "seq": 8, "prompt": 2, "pairs": 32},
         "tiny_lm": {"vocab": 1024, "d_model": 128, "layers": 2, "heads": 4, "seq": 128, "prompt": 32, "pairs": 4},
+        # a model of realistic shape (a small Llama: 58M parameters, Llama-2's vocabulary) at seq 256, 4 pairs;
+        # a step takes seconds, so few pairs and no compiled variant
+        "llama_58m": {"vocab": 32000, "hidden": 512, "intermediate": 1408, "layers": 8, "heads": 8, "seq": 256,
+                      "prompt": 32, "pairs": 4, "pairs_timed": 4, "warmup": 1, "compile": False},
     },
     "warmup": 5,
     "pairs_timed": 100,
@@ -89,10 +97,27 @@ def _own_model(sizes: dict[str, Any]):
     return model, model, "this module's TinyCausalLM"
 
 
+def _llama(sizes: dict[str, Any]):
+    """A ``LlamaForCausalLM`` built from its config (random weights; nothing downloaded)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=sizes["vocab"], hidden_size=sizes["hidden"], intermediate_size=sizes["intermediate"],
+                         num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
+                         num_key_value_heads=sizes["heads"], max_position_embeddings=2 * sizes["seq"],
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    return model, (lambda ids: model(input_ids=ids).logits), (
+        f"LlamaForCausalLM from LlamaConfig (hidden {sizes['hidden']}, {sizes['layers']} layers)")
+
+
 def _model(kind: str, sizes: dict[str, Any]):
     """``(module, forward: ids -> logits, description)``; ``None`` when the embedded model is unavailable."""
     if kind == "tiny_lm":
         return _own_model(sizes)
+    if kind.startswith("llama"):
+        return _llama(sizes)
     try:
         from gammapo.train.tiny import build_model
     except ImportError:
@@ -127,6 +152,7 @@ def _make_step(forward, optimizer, config, batch, compiled: bool):
     mask = labels != -100
     lengths = mask.sum(1)
     state = [T.init_state(config, seed=0)]
+    loss_cpu: list[float] = []  # CPU time of each loss call (the calibration and queue step are inside it)
 
     def loss_fn(st, logps):
         out, new_state = T.gamma_po_loss(
@@ -142,11 +168,14 @@ def _make_step(forward, optimizer, config, batch, compiled: bool):
         logits = forward(ids)[:, :-1]
         tok = logits.log_softmax(-1).gather(-1, labels.masked_fill(~mask, 0)[..., None]).squeeze(-1)
         logps = (tok * mask).sum(-1)
+        start = time.process_time()
         loss, state[0] = loss_fn(state[0], logps)
+        loss_cpu.append(time.process_time() - start)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
 
+    step.loss_cpu = loss_cpu
     return step
 
 
@@ -162,6 +191,7 @@ def _paired(arms: dict[str, Any], pairs: int) -> dict[str, Any]:
             times[name].append(time.process_time() - cpu)
             walls[name].append(time.perf_counter() - wall)
     ratios = [g / s - 1.0 for g, s in zip(times["gamma-simpo"], times["simpo"])]
+    loss_g, loss_s = (arms[k].loss_cpu[-pairs:] for k in ("gamma-simpo", "simpo"))
     wall_ratios = [g / s - 1.0 for g, s in zip(walls["gamma-simpo"], walls["simpo"])]
     return {
         "times_s": times,
@@ -172,6 +202,9 @@ def _paired(arms: dict[str, Any], pairs: int) -> dict[str, Any]:
         "wall_overhead": stats(wall_ratios),
         "extra_ms": stats(1e3 * (g - s) for g, s in zip(times["gamma-simpo"], times["simpo"])),
         "overhead_of_medians": stats(times["gamma-simpo"])["median"] / stats(times["simpo"])["median"] - 1.0,
+        # the loss calls alone: their extra CPU time over the SimPO step (far less noisy than the step's)
+        "loss_extra_ms": stats(1e3 * (g - s) for g, s in zip(loss_g, loss_s)),
+        "loss_overhead": stats((g - s) / t for g, s, t in zip(loss_g, loss_s, times["simpo"])),
     }
 
 
@@ -198,6 +231,7 @@ def measure(kind: str, sizes: dict[str, Any], common: dict[str, Any], log=print)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = _batch(sizes)
     results = []
+    common = {**common, **{k: sizes[k] for k in ("pairs_timed", "warmup", "compile") if k in sizes}}
     variants = [(False, True), (False, False)] + ([(True, True)] if common.get("compile", True) else [])
     for compiled, kernel in variants:
         previous = os.environ.get(KERNEL_SWITCH)
@@ -223,7 +257,8 @@ def measure(kind: str, sizes: dict[str, Any], common: dict[str, Any], log=print)
         o = r["overhead"]
         log(f"  {kind} ({_variant(r)} loss): simpo {1e3 * r['simpo_s']['median']:.2f} ms, "
             f"gamma-simpo {1e3 * r['gamma_simpo_s']['median']:.2f} ms, overhead median {100 * o['median']:+.2f}% "
-            f"(IQR {100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%)")
+            f"(IQR {100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%); loss calls {r['loss_extra_ms']['median']:+.2f} ms "
+            f"= {100 * r['loss_overhead']['median']:+.3f}%")
         results.append(r)
     return results
 
@@ -244,12 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Machine: {machine_line(machine)}. No GPU was available: no GPU numbers are reported.",
         "",
         "A step: forward of chosen+rejected, response log-probs, loss, backward, AdamW; float32. γ-SimPO: released "
-        "recipe with queue calibration (256 gaps, mirror K = 20, queue advancing); SimPO: same β and γ0. "
+        "recipe with queue calibration (256 gaps, the default solver, queue advancing); SimPO: same β and γ0. "
         f"{sizes['pairs_timed']} paired steps in ABBA order after {sizes['warmup']} warm-up steps per arm; "
         "overhead = median over pairs of t_γ/t_SimPO − 1, where t is the **CPU time** of the process "
         f"(`time.process_time`) with torch limited to {sizes['threads']} thread: the machine is shared by several "
         "jobs, and CPU time of a single-threaded step is far less disturbed by them than wall time (the wall-time "
-        "overhead is listed too)." + (" **Quick mode: tiny sizes.**" if args.quick else ""),
+        "overhead is listed too). `loss-call extra ms`: the median over pairs of the γ-SimPO loss call's CPU time "
+        "minus SimPO's (the calibration and queue step are inside it), and that over the SimPO step: the same "
+        "overhead measured where it arises, without the step-to-step noise of the model."
+        + (" **Quick mode: tiny sizes.**" if args.quick else ""),
         "",
     ]
     rows = []
@@ -260,17 +298,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{1e3 * r['simpo_s']['median']:.2f}", f"{1e3 * r['gamma_simpo_s']['median']:.2f}",
             f"{r['extra_ms']['median']:+.2f}", f"**{100 * o['median']:+.2f}%** ({100 * o['q1']:+.2f}% … {100 * o['q3']:+.2f}%)",
             "met" if o["median"] <= 0.02 else "NOT met",
+            f"{r['loss_extra_ms']['median']:+.2f}", f"{100 * r['loss_overhead']['median']:+.3f}%",
             f"{100 * r['wall_overhead']['median']:+.2f}% ({100 * r['wall_overhead']['q1']:+.2f}% … {100 * r['wall_overhead']['q3']:+.2f}%)",
         ])
     lines += markdown_table(
         ["model", "loss", "details", "SimPO step ms (CPU)", "γ-SimPO step ms (CPU)", "extra ms (median of pairs)", "overhead (IQR)", "≤ 2%",
-         "wall-time overhead (IQR)"], rows
+         "loss-call extra ms", "loss-call extra / SimPO step", "wall-time overhead (IQR)"], rows
     )
     lines += [
         "",
         "The extra time is the calibration and queue update of γ-PO (a fixed cost per step, independent of the "
         "model), so the relative overhead falls as the model grows. `eager` is the default CPU path: the whole queue "
-        "step (hash sample, 20 mirror iterations on 256 gaps, push) is one call of the C++ kernel of "
+        "step (hash sample, the default solver on 256 gaps, push) is one call of the C++ kernel of "
         "`gammapo_torch._cpu_calibration`. `eager, torch ops` turns that kernel off (`GAMMAPO_DISABLE_CPU_KERNEL=1`): "
         "the op-by-op tensor path, dominated by the dispatch of its ~250 small ops. `compiled` puts the loss function "
         "(SimPO and γ-SimPO alike, not the model) through `torch.compile` (inductor, CPU; the one-time compilation "
