@@ -49,19 +49,28 @@ def pytest_configure(config):
     _STATE["spec"] = spec
     if spec is None:
         return
+    from hypothesis import settings
+
+    settings.register_profile("gammapo-conformance", suite_settings(
+        config.getoption("conformance_max_examples") or 25, bool(config.getoption("conformance_derandomize"))))
+    settings.load_profile("gammapo-conformance")
+    _STATE["local_constants"] = exclude_local_constants()
+
+
+def suite_settings(max_examples: int = 25, derandomize: bool = False, **overrides):
+    """The Hypothesis settings the suite runs with: ``max_examples`` per test, no deadline, the health
+    checks that large batches and the ``conf`` fixture trip off; ``overrides`` are further settings."""
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile(
-        "gammapo-conformance",
-        max_examples=config.getoption("conformance_max_examples") or 25,
-        derandomize=bool(config.getoption("conformance_derandomize")),
+    return settings(
+        max_examples=max_examples,
+        derandomize=derandomize,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much,
                                HealthCheck.data_too_large],
         print_blob=True,
+        **overrides,
     )
-    settings.load_profile("gammapo-conformance")
-    _STATE["local_constants"] = exclude_local_constants()
 
 
 def exclude_local_constants() -> bool:

@@ -1,21 +1,33 @@
-"""The suite has teeth: every deliberately broken backend in ``mutants/`` is rejected at CI settings,
-and the report names the op its bug is in. ``scripts/mutation_score.py`` runs them all and prints the
-mutation score ``killed/total``; this test runs it and requires every mutant killed."""
+"""The suite has teeth: every deliberately broken backend in ``mutants/`` is rejected at CI settings
+(``conf_suite.MUTANT_EXAMPLES`` examples per test, derandomized), by a test of the op its bug is in.
 
-import subprocess
+One test per mutant, so xdist spreads them; each runs only its op's tests, in this process, up to the
+first failure (``conf_suite.first_failure``). ``scripts/mutation_score.py`` prints the same verdicts
+as a score ``killed/total``."""
+
+import importlib.util
 import sys
 
+import pytest
+
 from conf_run import ROOT
+from conf_suite import first_failure, suite_ops
+
+sys.path.insert(0, str(ROOT / "tests" / "conformance" / "mutants"))
+import conf_mutants  # noqa: E402
+
+MUTANTS = dict(sorted(conf_mutants.MUTANTS.items()))
 
 
-def test_mutation_score_is_full():
-    # each mutant runs only its op's tests (-k op) and stops at the first failure (-x); two at a time
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "mutation_score.py"), "--jobs", "2",
-                           "--timeout", "600"], cwd=ROOT, capture_output=True, text=True, timeout=3000)
-    out = proc.stdout + proc.stderr
-    last = [line for line in out.splitlines() if line.startswith("mutation score:")]
-    assert last, out[-4000:]
-    killed, total = map(int, last[-1].split(":")[1].split("/"))
-    assert total >= 20, f"only {total} mutants found:\n{out[-3000:]}"
-    assert proc.returncode == 0 and killed == total, "surviving mutants:\n" + "\n".join(
-        line for line in out.splitlines() if not line.startswith("killed"))
+def test_every_mutant_names_an_op_of_the_suite():
+    assert len(MUTANTS) >= 20, f"only {len(MUTANTS)} mutants"
+    assert set(MUTANTS.values()) <= set(suite_ops()), set(MUTANTS.values()) - set(suite_ops())
+
+
+@pytest.mark.parametrize("name", list(MUTANTS))
+def test_mutant_is_rejected(name):
+    if conf_mutants.needs_torch(name) and importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    op = MUTANTS[name]
+    failed = first_failure(getattr(conf_mutants, name), op)
+    assert failed is not None, f"mutant {name} survived: every test of {op} passed on it"

@@ -1,7 +1,6 @@
 """The porter's walkthrough works: the example backend in docs/porting.md passes the suite."""
 
 import re
-from pathlib import Path
 
 from conf_run import ROOT, run_suite
 

@@ -197,6 +197,11 @@ import conf_mutants_classes as _classes  # noqa: E402
 MUTANTS.update(_classes.MUTANTS)
 
 
+def needs_torch(name: str) -> bool:
+    """Whether mutant ``name`` is a copy of the torch backend (it cannot run without torch)."""
+    return name.startswith("torch_") or name == "margins_not_detached"
+
+
 def __getattr__(name):
     if name == "margins_not_detached":
         return _make_margins_not_detached()
