@@ -21,6 +21,8 @@ import pytest
 
 import gammapo
 
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 #: Not copied into the build folder: environments, caches, earlier build outputs.
 IGNORE = shutil.ignore_patterns(".git", ".venv*", "venv*", "build", "dist", "*.egg-info", "__pycache__",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.distributed
+
 jax = pytest.importorskip("jax")
 
 WORKER = Path(__file__).with_name("jaxtest_multiprocess_worker.py")

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.distributed
+
 WORKER = pathlib.Path(__file__).with_name("jaxtest_shard_worker.py")
 
 

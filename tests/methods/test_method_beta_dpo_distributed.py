@@ -17,7 +17,7 @@ import torch.multiprocessing as mp  # noqa: E402
 import gammapo_spec.beta_dpo as S  # noqa: E402
 import gammapo_torch.beta_dpo as T  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+pytestmark = [pytest.mark.distributed, pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")]
 
 WORLD, N_PER_RANK, STEPS = 2, 7, 4
 FIELDS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")

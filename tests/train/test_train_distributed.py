@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.distributed
+
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 

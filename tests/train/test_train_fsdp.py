@@ -27,7 +27,7 @@ pytest.importorskip("trl")
 
 WORKER = Path(__file__).with_name("trainworker_fsdp.py")
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")
+pytestmark = [pytest.mark.distributed, pytest.mark.skipif(TORCHRUN is None, reason="no torchrun")]
 
 
 def launch(tmp_path_factory, mode: str, loss: str) -> list[dict]:

@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.distributed
+
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
