@@ -127,7 +127,7 @@ def test_docs_snippets_print_the_same_numbers(group: str) -> None:
 
 
 def _doctest_blocks(page: Path) -> list[str]:
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    blocks = re.findall(r"```(?:python|python-console)\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
     return [b for b in blocks if b.lstrip().startswith(">>>")]
 
 
